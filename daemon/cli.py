@@ -1,0 +1,141 @@
+"""Command-line parsing and dispatch, nothing else (like uvicorn's ``main.py``).
+
+Exit statuses: 0 success; 1 some role failed or conflicted; 2 usage error; 74 the credentials
+file could not be read, parsed or replaced; 75 another ``run`` already keeps the file fresh;
+78 (EX_CONFIG) the configuration is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import Final
+
+from daemon import __version__
+from daemon.config import Config, load_config
+from daemon.errors import AlreadyRunning, ConfigError, CredentialsFileError
+
+__all__ = ["main"]
+
+EXIT_USAGE: Final = 2
+EXIT_FILE: Final = 74
+EXIT_RUNNING: Final = 75
+EXIT_CONFIG: Final = 78
+
+
+def default_config() -> str:
+    """``$CREDREFRESH_CONFIG``, else ``~/.config/credrefresh/config.toml``."""
+    return os.environ.get("CREDREFRESH_CONFIG") or os.path.expanduser(
+        "~/.config/credrefresh/config.toml"
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", "-c", default=default_config(), help="TOML configuration file (%(default)s)"
+    )
+    common.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default="auto",
+        help="JSON lines, or a console renderer; auto picks console on a terminal",
+    )
+    common.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default="info"
+    )
+    top = argparse.ArgumentParser(
+        prog="credrefresh",
+        description="Keep AWS IAM role credentials fresh in the shared credentials file.",
+    )
+    top.add_argument("--version", action="version", version=f"credrefresh {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("check", parents=[common], help="validate the configuration and exit")
+    commands.add_parser("once", parents=[common], help="refresh every role once and exit")
+    commands.add_parser("run", parents=[common], help="keep every profile fresh until stopped")
+    status = commands.add_parser(
+        "status", parents=[common], help="show each profile's state (exit 0/1/2 as a check)"
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    demo = commands.add_parser(
+        "demo", parents=[common], help="run the daemon against an embedded STS on 127.0.0.1"
+    )
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    demo.add_argument("--roles", type=int, default=3, help="how many demo roles (%(default)s)")
+    demo.add_argument(
+        "--lifetime", type=float, default=20.0, help="credential lifetime, seconds (%(default)s)"
+    )
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``credrefresh`` console script."""
+    args = parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from daemon.demo import demo  # noqa: PLC0415 - only the demo needs the fake STS
+
+            return demo(
+                duration=args.duration,
+                roles=args.roles,
+                lifetime=args.lifetime,
+                log_format=args.log_format,
+                log_level=args.log_level,
+            )
+        config = load_config(args.config)
+        if args.command == "check":
+            print(summary(config))  # noqa: T201 - check's output is for the person who ran it
+            return 0
+        if args.command == "status":
+            from daemon.status import status  # noqa: PLC0415
+
+            return status(config, as_json=args.json)
+        from daemon.logs import configure  # noqa: PLC0415
+
+        configure(args.log_format, args.log_level)
+        if args.command == "once":
+            from daemon.main import run_once  # noqa: PLC0415
+
+            return run_once(config)
+        from daemon.main import run_daemon  # noqa: PLC0415
+
+        return run_daemon(config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"credrefresh: {problem}", file=sys.stderr)  # noqa: T201
+        print(  # noqa: T201
+            f"credrefresh: {len(exc.problems)} problem(s) in {exc.path}; nothing was changed",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    except AlreadyRunning as exc:
+        print(f"credrefresh: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_RUNNING
+    except CredentialsFileError as exc:
+        print(f"credrefresh: {exc}", file=sys.stderr)  # noqa: T201
+        return EXIT_FILE
+    except KeyboardInterrupt:
+        return 130
+
+
+def summary(config: Config) -> str:
+    """The few lines ``check`` prints for a valid configuration."""
+    source = config.source_profile or "botocore default chain"
+    endpoint = config.sts_endpoint_url or "regional default (or AWS_ENDPOINT_URL_STS)"
+    lines = [
+        f"{config.path}: OK",
+        f"  roles:            {len(config.roles)}",
+        f"  credentials file: {config.credentials_file}",
+        f"  state file:       {config.state_file}",
+        f"  region:           {config.region}",
+        f"  sts endpoint:     {endpoint}",
+        f"  source:           {source}",
+        f"  max concurrency:  {config.max_concurrency}",
+    ]
+    lines += [f"  - {role.profile}: {role.role_arn}" for role in config.roles[:20]]
+    if len(config.roles) > 20:  # noqa: PLR2004
+        lines.append(f"  ... and {len(config.roles) - 20} more")
+    return "\n".join(lines)

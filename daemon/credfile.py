@@ -1,0 +1,409 @@
+"""The only module that touches the shared credentials file.
+
+Rules it keeps:
+
+* It edits only profiles that carry its marker key (``credrefresh_managed``). A configured profile
+  that exists without the marker is a conflict and is left exactly as it is.
+* Everything else survives byte for byte: other profiles, comments, blank lines, order, UTF-8 text
+  and CRLF line endings. Only the sections it manages are re-rendered.
+* It never writes a file it cannot parse, and never leaves a partial one: the new text goes to a
+  temporary file in the same directory, is fsynced and renamed over the target, and the directory
+  is fsynced. A symlink stays a symlink; its target is what gets replaced.
+* Writers are serialised by an advisory lock on ``<file>.lock``, and the file is read under that
+  lock, so edits made since any earlier read are kept.
+
+``render`` is the pure part (text in, text out); ``update_profiles`` is the I/O around it.
+"""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import fcntl
+import os
+import time
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+from configupdater import ConfigUpdater, Option, Section
+from configupdater.parser import ParsingError as UpdaterParsingError
+
+from daemon.atomic import TEMP_MARK, replace_atomically
+from daemon.errors import AlreadyRunning, CredentialsFileError
+from daemon.model import Issued
+
+__all__ = [
+    "MARKER_KEY",
+    "ManagedProfile",
+    "WriteReport",
+    "instance_lock",
+    "lock_path",
+    "read_profiles",
+    "render",
+    "update_profiles",
+]
+
+MARKER_KEY: Final = "credrefresh_managed"
+MANAGED_COMMENT: Final = "# Managed by credrefresh: this profile is rewritten on every refresh."
+LOCK_TIMEOUT: Final = 30.0
+STABLE_READ_TRIES: Final = 5
+
+
+@dataclass(frozen=True, slots=True)
+class WriteReport:
+    """What one update did.
+
+    Attributes:
+        path: The credentials file (as configured, not resolved).
+        written: Profiles whose credentials were written.
+        removed: Managed profiles deleted.
+        conflicts: Configured profiles left alone because they exist without the marker.
+        changed: Whether the file was replaced at all.
+        size: Size in bytes of the file after the update.
+    """
+
+    path: str
+    written: tuple[str, ...]
+    removed: tuple[str, ...]
+    conflicts: tuple[str, ...]
+    changed: bool
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class ManagedProfile:
+    """What the file says about one profile, secrets left out.
+
+    Attributes:
+        profile: The section name.
+        managed: Whether it carries the marker.
+        access_key_id: The key id written, if any.
+        expiration: Parsed ``x_security_token_expires``, if present and valid.
+        role_arn: The role recorded by credrefresh, if any.
+    """
+
+    profile: str
+    managed: bool
+    access_key_id: str | None
+    expiration: datetime | None
+    role_arn: str | None
+
+
+def format_time(moment: datetime) -> str:
+    """ISO 8601 UTC with a ``Z``, second precision: the form saml2aws and gimme-aws-creds use."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str) -> datetime | None:
+    """The inverse of ``format_time``, tolerant of offsets; ``None`` when unparseable."""
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def render(
+    text: str,
+    updates: Mapping[str, Issued],
+    removals: Collection[str] = (),
+    *,
+    now: datetime,
+) -> tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Apply ``updates`` and ``removals`` to credentials-file ``text``.
+
+    Returns ``(new_text, written, removed, conflicts)``. Unmanaged sections and all text outside
+    managed sections come back unchanged.
+
+    Raises:
+        CredentialsFileError: the text does not parse as an INI file botocore could read.
+    """
+    updater = parse(text)
+    newline = "\r\n" if "\r\n" in text else "\n"
+    pieces: list[str] = []
+    written: list[str] = []
+    removed: list[str] = []
+    conflicts: list[str] = []
+    present: set[str] = set()
+    for block in updater.iter_blocks():
+        if not isinstance(block, Section):
+            pieces.append(str(block))
+            continue
+        name = block.name
+        present.add(name)
+        managed = block.has_option(MARKER_KEY)
+        if name in updates and not managed:
+            conflicts.append(name)
+            pieces.append(str(block))
+        elif name in updates:
+            pieces.append(section_text(name, updates[name], now, newline))
+            pieces.append(leftover_text(block))
+            written.append(name)
+        elif name in removals and managed:
+            pieces.append(leftover_text(block))
+            removed.append(name)
+        else:
+            pieces.append(str(block))
+    for name, issued in updates.items():
+        if name in present:
+            continue
+        if pieces and not pieces[-1].endswith("\n"):
+            pieces.append(newline)
+        if pieces and not "".join(pieces[-2:]).endswith(newline * 2):
+            pieces.append(newline)
+        pieces.append(section_text(name, issued, now, newline))
+        written.append(name)
+    return "".join(pieces), tuple(written), tuple(removed), tuple(conflicts)
+
+
+def parse(text: str) -> ConfigUpdater:
+    """Parse like botocore does (``RawConfigParser`` rules), keeping every byte for re-output."""
+    if text.startswith("\ufeff"):
+        raise CredentialsFileError(
+            "starts with a UTF-8 byte order mark, which botocore cannot read; "
+            "remove the first three bytes and try again"
+        )
+    updater = ConfigUpdater()
+    try:
+        updater.read_string(text)
+    except (configparser.Error, UpdaterParsingError) as exc:
+        raise CredentialsFileError(f"does not parse as an INI file: {first_line(exc)}") from None
+    return updater
+
+
+def first_line(exc: Exception) -> str:
+    """The first line of an exception's text, with line breaks made visible."""
+    return " ".join(str(exc).split("\n")[:2]).strip()
+
+
+def section_text(name: str, issued: Issued, now: datetime, newline: str) -> str:
+    """A managed profile, rendered whole."""
+    creds = issued.credentials
+    lines = (
+        f"[{name}]",
+        MANAGED_COMMENT,
+        f"{MARKER_KEY} = true",
+        f"credrefresh_role_arn = {issued.role_arn}",
+        f"credrefresh_session_name = {issued.session_name}",
+        f"credrefresh_assumed_role_arn = {issued.assumed_role_arn}",
+        f"credrefresh_refreshed_at = {format_time(now)}",
+        f"aws_access_key_id = {creds.access_key_id}",
+        f"aws_secret_access_key = {creds.secret_access_key}",
+        f"aws_session_token = {creds.session_token}",
+        f"x_security_token_expires = {format_time(creds.expiration)}",
+    )
+    return newline.join(lines) + newline
+
+
+def leftover_text(section: Section) -> str:
+    """Comments and blank lines inside a managed section, minus our own comment.
+
+    They may be a user's notes for the next section, so they are kept.
+    """
+    kept: list[str] = []
+    for block in section.iter_blocks():
+        if isinstance(block, Option):
+            continue
+        kept.extend(
+            line for line in str(block).splitlines(keepends=True) if line.strip() != MANAGED_COMMENT
+        )
+    return "".join(kept)
+
+
+# -- I/O ------------------------------------------------------------------------------------
+
+
+def lock_path(path: str) -> str:
+    """The advisory lock file that serialises writers of ``path``.
+
+    Other scripts that edit the file can take the same lock (``flock`` on this path) so that
+    nothing they write is lost.
+    """
+    return os.path.realpath(path) + ".lock"
+
+
+@contextlib.contextmanager
+def locked(path: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold the writers' lock of ``path``; give up with an error after ``timeout`` seconds."""
+    name = lock_path(path)
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise CredentialsFileError(f"{name}: cannot open lock file: {exc.strerror}") from None
+    try:
+        deadline = time.monotonic() + timeout
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise CredentialsFileError(
+                        f"{name}: another writer has held the lock for {timeout:g} s"
+                    ) from None
+                # A writer holds the lock for milliseconds; poll with a short, growing wait.
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def ensure_directory(target: str) -> None:
+    """Create the file's directory (0700) when it is missing."""
+    directory = os.path.dirname(target)
+    if not os.path.isdir(directory):
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise CredentialsFileError(f"{directory}: cannot create: {exc.strerror}") from None
+
+
+def read_text(target: str) -> tuple[str, tuple[int, int, int] | None]:
+    """Read the file; return its text and ``(inode, size, mtime_ns)``, or ``None`` when absent."""
+    try:
+        with open(target, "rb") as handle:
+            info = os.fstat(handle.fileno())
+            data = handle.read()
+    except FileNotFoundError:
+        return "", None
+    except IsADirectoryError:
+        raise CredentialsFileError(f"{target}: is a directory, not a credentials file") from None
+    except OSError as exc:
+        raise CredentialsFileError(f"{target}: cannot read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CredentialsFileError(
+            f"{target}: is not UTF-8 text (invalid byte at offset {exc.start}); refusing to "
+            "rewrite it"
+        ) from None
+    return text, (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def identity(target: str) -> tuple[int, int, int] | None:
+    """``(inode, size, mtime_ns)`` of the file right now, or ``None`` when absent."""
+    try:
+        info = os.stat(target)
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
+def remove_stale_temps(target: str) -> None:
+    """Delete temporary files a killed writer left behind (only files of our own naming).
+
+    Called with the lock held, so no live writer of ours is using one.
+    """
+    directory, base = os.path.split(target)
+    prefix = f".{base}{TEMP_MARK}"
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+
+def update_profiles(
+    path: str,
+    updates: Mapping[str, Issued],
+    removals: Collection[str] = (),
+    *,
+    now: datetime | None = None,
+) -> WriteReport:
+    """Write ``updates`` and delete managed ``removals`` in one atomic replace of ``path``.
+
+    Raises:
+        CredentialsFileError: the file cannot be read, parsed, locked or replaced; it is then
+            exactly as it was.
+    """
+    target = os.path.realpath(path)
+    moment = now or datetime.now(UTC)
+    ensure_directory(target)
+    with locked(path):
+        remove_stale_temps(target)
+        for _ in range(STABLE_READ_TRIES):
+            text, before = read_text(target)
+            try:
+                new_text, written, removed, conflicts = render(text, updates, removals, now=moment)
+            except CredentialsFileError as exc:
+                raise CredentialsFileError(f"{path}: {exc}; the file was left untouched") from None
+            if new_text == text:
+                return WriteReport(path, written, removed, conflicts, changed=False, size=len(text))
+            data = new_text.encode("utf-8")
+            # Writers that take no lock (the AWS CLI) may have rewritten the file since we
+            # read it; if so, start over from what is there now rather than lose their edit.
+            if identity(target) == before:
+                try:
+                    replace_atomically(target, data)
+                except OSError as exc:
+                    raise CredentialsFileError(
+                        f"{path}: cannot replace: {exc.strerror}; the file was left untouched"
+                    ) from None
+                return WriteReport(path, written, removed, conflicts, changed=True, size=len(data))
+        raise CredentialsFileError(
+            f"{path}: changed under us {STABLE_READ_TRIES} times; not written"
+        )
+
+
+def read_profiles(path: str) -> dict[str, ManagedProfile]:
+    """Every profile in the file, with what credrefresh recorded; never a secret.
+
+    Raises:
+        CredentialsFileError: the file cannot be read or parsed.
+    """
+    target = os.path.realpath(path)
+    text, _ = read_text(target)
+    parser = configparser.RawConfigParser(default_section="\x00credrefresh-no-default")
+    try:
+        parser.read_string(text.removeprefix("\ufeff"), source=path)
+    except configparser.Error as exc:
+        raise CredentialsFileError(f"{path}: does not parse: {first_line(exc)}") from None
+    profiles: dict[str, ManagedProfile] = {}
+    for name in parser.sections():
+        section = parser[name]
+        expires = section.get("x_security_token_expires")
+        profiles[name] = ManagedProfile(
+            profile=name,
+            managed=MARKER_KEY in section,
+            access_key_id=section.get("aws_access_key_id"),
+            expiration=parse_time(expires) if expires else None,
+            role_arn=section.get("credrefresh_role_arn"),
+        )
+    return profiles
+
+
+def instance_path(path: str) -> str:
+    """The file whose lock marks a running ``credrefresh run`` for ``path``."""
+    return os.path.realpath(path) + ".credrefresh.pid"
+
+
+@contextlib.contextmanager
+def instance_lock(path: str) -> Iterator[None]:
+    """Hold the one-daemon-per-file lock for ``path`` while the block runs.
+
+    Raises:
+        AlreadyRunning: another ``run`` holds it; the message names its pid.
+    """
+    name = instance_path(path)
+    ensure_directory(name)
+    try:
+        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise CredentialsFileError(f"{name}: cannot open: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise AlreadyRunning(
+                f"another credrefresh run (pid {holder}) already keeps {path} fresh"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

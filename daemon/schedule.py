@@ -1,0 +1,208 @@
+"""Pure timing decisions: when to refresh, when to retry, what the status line says.
+
+Nothing here reads a clock, draws a random number or does I/O: ``now`` and the uniform draw
+``u`` in ``[0, 1)`` are passed in, so every rule is a plain function to test.
+
+Defaults, argued from the renewers people trust with secrets:
+
+* Refresh at 50-60 % of the real lifetime (``refresh_at`` 0.5 plus up to ``jitter`` 0.1), taken
+  from the Expiration STS returned. spire-agent rotates at half-life +-10 %; Vault Agent renews at
+  about two thirds. Refreshing by 60 % leaves 40 % of the lifetime in the file, and the
+  configuration refuses any setting past 70 %, so a reader always finds more than a quarter left
+  while STS answers, whatever the lifetime (seconds-long ones included).
+* Transient failures back off exponentially from 1 s, capped at 5 min (Vault Agent's bounds),
+  with "equal jitter" (half fixed, half drawn) so a thousand roles don't retry in lock step.
+* Permanent failures (AccessDenied) back off from 1 min to 30 min: they rarely cure themselves,
+  but an operator fixing a trust policy should see the profile recover without a restart.
+* No retry is scheduled past the expiry of the credentials still in the file: the wait shrinks to
+  at most the time left, halving towards expiry, so there are a few more tries before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from daemon.config import RefreshPolicy, Role
+
+__all__ = [
+    "ErrorInfo",
+    "RoleState",
+    "after_failure",
+    "after_success",
+    "backoff_delay",
+    "human_duration",
+    "next_refresh",
+    "retry_at",
+    "status_line",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """The last failure of a role.
+
+    Attributes:
+        code: AWS error code or network error name.
+        message: The error message (never holds a secret; logs redact it anyway).
+        transient: Whether it was classified transient.
+        at: When it happened.
+    """
+
+    code: str
+    message: str
+    transient: bool
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RoleState:
+    """Everything the daemon knows about one role.
+
+    Attributes:
+        role: The configured role.
+        due: When the next AssumeRole should start.
+        generation: Bumped when the role is replaced by a reload; results of calls started
+            for an older generation are dropped.
+        expiration: Expiry of the credentials in the file, if any were written.
+        access_key_id: Access key id of those credentials.
+        last_success: When credentials for it were last written.
+        attempt: Consecutive failures so far (0 after a success).
+        last_error: The most recent failure, cleared by a success.
+        expired_reported: Whether ``role.expired`` was logged for the current credentials.
+        conflict: Whether the profile exists in the file without our marker.
+    """
+
+    role: Role
+    due: datetime
+    generation: int = 0
+    expiration: datetime | None = None
+    access_key_id: str | None = None
+    last_success: datetime | None = None
+    attempt: int = 0
+    last_error: ErrorInfo | None = None
+    expired_reported: bool = False
+    conflict: bool = False
+
+
+def next_refresh(issued: datetime, expires: datetime, policy: RefreshPolicy, u: float) -> datetime:
+    """When credentials issued at ``issued`` and expiring at ``expires`` should be refreshed.
+
+    Always strictly before ``expires`` for a positive lifetime, and at most
+    ``refresh_at + jitter`` of the way through it.
+    """
+    lifetime = (expires - issued).total_seconds()
+    if lifetime <= 0:
+        return issued
+    fraction = policy.refresh_at + policy.jitter * min(max(u, 0.0), 1.0)
+    return issued + timedelta(seconds=lifetime * fraction)
+
+
+def backoff_delay(attempt: int, *, transient: bool, policy: RefreshPolicy, u: float) -> float:
+    """Seconds to wait after the ``attempt``-th consecutive failure (``attempt`` >= 1)."""
+    if transient:
+        initial, cap = policy.backoff_initial, policy.backoff_max
+    else:
+        initial, cap = policy.permanent_backoff_initial, policy.permanent_backoff_max
+    exponent = min(max(attempt - 1, 0), 60)  # 2**60 s is past any cap; avoid huge floats
+    ceiling = min(cap, initial * 2.0**exponent)
+    return ceiling / 2 + ceiling / 2 * min(max(u, 0.0), 1.0)
+
+
+def retry_at(
+    now: datetime,
+    attempt: int,
+    *,
+    transient: bool,
+    expiration: datetime | None,
+    policy: RefreshPolicy,
+    u: float,
+) -> datetime:
+    """When to try again after a failure, never past the expiry of what is in the file."""
+    delay = backoff_delay(attempt, transient=transient, policy=policy, u=u)
+    if expiration is not None:
+        remaining = (expiration - now).total_seconds()
+        if 0 < remaining < delay:
+            delay = max(remaining / 2, min(policy.backoff_initial, remaining))
+    return now + timedelta(seconds=delay)
+
+
+def after_success(
+    state: RoleState,
+    *,
+    expiration: datetime,
+    access_key_id: str,
+    now: datetime,
+) -> RoleState:
+    """The state once new credentials are in the file.
+
+    ``due`` is left as set when the call returned (``next_refresh`` of its lifetime).
+    """
+    return replace(
+        state,
+        expiration=expiration,
+        access_key_id=access_key_id,
+        last_success=now,
+        attempt=0,
+        last_error=None,
+        expired_reported=False,
+        conflict=False,
+    )
+
+
+def after_failure(
+    state: RoleState, error: ErrorInfo, *, policy: RefreshPolicy, u: float, conflict: bool = False
+) -> RoleState:
+    """The state after a failed refresh (or a refresh that could not be written)."""
+    attempt = state.attempt + 1
+    return replace(
+        state,
+        due=retry_at(
+            error.at,
+            attempt,
+            transient=error.transient,
+            expiration=state.expiration,
+            policy=policy,
+            u=u,
+        ),
+        attempt=attempt,
+        last_error=error,
+        conflict=conflict,
+    )
+
+
+def human_duration(seconds: float) -> str:
+    """``42s``, ``12m``, ``3h05m``: short enough for a status line."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:  # noqa: PLR2004
+        return f"{seconds}s"
+    minutes = seconds // 60
+    if minutes < 60:  # noqa: PLR2004
+        return f"{minutes}m"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def status_line(states: Iterable[RoleState], now: datetime) -> str:
+    """The one-line summary for systemd's ``STATUS=``."""
+    fresh = failing = expired = missing = 0
+    next_due: datetime | None = None
+    for state in states:
+        valid = state.expiration is not None and state.expiration > now
+        if state.last_error is not None and not valid and state.expiration is not None:
+            expired += 1
+        elif state.last_error is not None or state.conflict:
+            failing += 1
+        elif valid:
+            fresh += 1
+        else:
+            missing += 1
+        next_due = state.due if next_due is None else min(next_due, state.due)
+    parts = [f"{fresh} fresh", f"{failing} failing"]
+    if expired:
+        parts.append(f"{expired} expired")
+    if missing:
+        parts.append(f"{missing} pending")
+    if next_due is not None:
+        parts.append(f"next refresh in {human_duration((next_due - now).total_seconds())}")
+    return ", ".join(parts)

@@ -1,0 +1,79 @@
+"""The state file ``run`` keeps for ``status``.
+
+It holds what the daemon knows that the credentials file does not say (last success, last
+error, next attempt). JSON, atomically replaced, mode 0600, no
+secrets: the only credential-related value in it is the access key id, which is not secret.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from daemon.atomic import replace_atomically
+from daemon.schedule import RoleState
+
+__all__ = ["STATE_VERSION", "load_state", "save_state", "state_document"]
+
+STATE_VERSION: Final = 1
+
+
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def state_document(
+    states: Mapping[str, RoleState], *, now: datetime, pid: int, credentials_file: str
+) -> dict[str, Any]:
+    """The JSON document for ``states`` (pure)."""
+    profiles: dict[str, Any] = {}
+    for name, state in states.items():
+        error = state.last_error
+        profiles[name] = {
+            "role_arn": state.role.role_arn,
+            "session_name": state.role.session_name,
+            "expiration": _time(state.expiration),
+            "access_key_id": state.access_key_id,
+            "last_success": _time(state.last_success),
+            "next_attempt": _time(state.due),
+            "attempt": state.attempt,
+            "conflict": state.conflict,
+            "last_error": None
+            if error is None
+            else {
+                "code": error.code,
+                "message": error.message,
+                "transient": error.transient,
+                "at": _time(error.at),
+            },
+        }
+    return {
+        "version": STATE_VERSION,
+        "updated_at": _time(now),
+        "pid": pid,
+        "credentials_file": credentials_file,
+        "profiles": profiles,
+    }
+
+
+def save_state(path: str, document: Mapping[str, Any]) -> None:
+    """Atomically replace the state file (creating its directory 0700)."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    data = json.dumps(document, indent=1, sort_keys=True).encode()
+    replace_atomically(path, data)
+
+
+def load_state(path: str) -> dict[str, Any] | None:
+    """The state document, or ``None`` when absent or unreadable (status then says less)."""
+    try:
+        with open(path, "rb") as handle:
+            document = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or document.get("version") != STATE_VERSION:
+        return None
+    return document
