@@ -103,8 +103,10 @@ class Daemon:
         handle_signals: bool = True,
         loader: Callable[[str], Config] = load_config,
         observer: Observer | None = None,
+        slice_s: float = SLICE,
     ) -> None:
         self.config = config
+        self.slice_s = slice_s
         self.sts = sts
         self.log = log
         self.clock = clock or SystemClock()
@@ -203,7 +205,7 @@ class Daemon:
                 await self.wake.wait()
 
     def _next_wait(self, now: datetime) -> float:
-        horizon = min(SLICE, self.watchdog) if self.watchdog else SLICE
+        horizon = min(self.slice_s, self.watchdog) if self.watchdog else self.slice_s
         soonest = horizon
         for name, state in self.states.items():
             if name not in self.in_flight:

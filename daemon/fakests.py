@@ -131,7 +131,8 @@ class Faults:
         error_rate: probability (0..1) that a request gets a 500
             ``InternalFailure``.
         hang: accept requests but never answer them until the client goes
-            away or ``hang`` is switched off (then they are answered).
+            away or ``hang`` is switched off (then they are answered); when
+            the server stops they are dropped unanswered.
         deny_roles: role ARNs whose ``AssumeRole`` gets ``AccessDenied``.
         expired_token: every request gets ``ExpiredToken``.
         seed: seed of the random generator deciding throttling and errors.
@@ -639,6 +640,7 @@ class FakeSTS:
         self._calls: deque[AssumeRoleCall] = deque(maxlen=_RECENT_CALLS)
         self._unhang = asyncio.Event()
         self._waiters: set[asyncio.Future[None]] = set()
+        self._hung_tasks: set[asyncio.Task[object]] = set()
         self._closing = False
         self._runner: web.AppRunner | None = None
 
@@ -684,12 +686,18 @@ class FakeSTS:
         self._runner = runner
 
     async def stop(self) -> None:
-        """Stop listening, answer hung requests and close connections."""
+        """Stop listening and close all connections.
+
+        Requests held by the ``hang`` fault are dropped unanswered (their
+        connections are closed); requests in their latency sleep are
+        answered if that takes under two seconds.
+        """
         runner, self._runner = self._runner, None
         if runner is None:
             return
         self._closing = True
-        self._wake_hung()
+        for task in self._hung_tasks:
+            task.cancel()
         await runner.cleanup()
 
     async def __aenter__(self) -> Self:
@@ -851,10 +859,7 @@ class FakeSTS:
             if action == "AssumeRole":
                 self._counters.assume_role += 1
             if self._faults.hang and not self._closing:
-                self._counters.hung += 1
-                self._notify()
-                while self._faults.hang and not self._closing:
-                    await self._unhang.wait()
+                await self._hold()
             latency = self._faults.latency
             if latency > 0:
                 await asyncio.sleep(latency)
@@ -863,6 +868,20 @@ class FakeSTS:
             # Counters may have been reset meanwhile: decrement the live ones.
             self._counters.in_flight -= 1
             self._notify()
+
+    async def _hold(self) -> None:
+        """Hold a request while ``hang`` is on (cancelled if the client leaves)."""
+        self._counters.hung += 1
+        self._notify()
+        task = asyncio.current_task()
+        if task is not None:
+            self._hung_tasks.add(task)
+        try:
+            while self._faults.hang:
+                await self._unhang.wait()
+        finally:
+            if task is not None:
+                self._hung_tasks.discard(task)
 
     def _answer(self, action: str, params: Mapping[str, str], caller: str | None) -> web.Response:
         request_id = str(uuid.uuid4())

@@ -1,0 +1,344 @@
+"""The daemon loop driven in-process: a scripted STS client, real files, a jumpable clock."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import pytest
+from botocore.configloader import raw_config_parse
+from engine_support import (
+    SECRET_PREFIX,
+    TOKEN_PREFIX,
+    JumpClock,
+    Recorder,
+    ScriptedSts,
+    make_config,
+)
+
+from daemon.config import Config, Role
+from daemon.engine import Daemon
+from daemon.errors import ConfigError, RefreshFailed
+from daemon.systemd import Notifier
+
+pytestmark = pytest.mark.anyio
+
+THROTTLED = RefreshFailed("Throttling", "Rate exceeded", transient=True)
+DENIED = RefreshFailed("AccessDenied", "not authorized to perform sts:AssumeRole", transient=False)
+
+
+def build(
+    config: Config, sts: ScriptedSts, clock: JumpClock, **kwargs: Any
+) -> tuple[Daemon, Recorder]:
+    log = Recorder()
+    daemon = Daemon(config, sts, log=log, clock=clock, handle_signals=False, slice_s=0.2, **kwargs)
+    return daemon, log
+
+
+def read(config: Config) -> dict[str, dict[str, str]]:
+    return raw_config_parse(config.credentials_file)
+
+
+def no_secrets(log: Recorder) -> None:
+    text = repr(log.events)
+    assert SECRET_PREFIX not in text
+    assert TOKEN_PREFIX not in text
+
+
+async def test_first_round_is_one_write_then_ready(tmp_path):
+    """Every role is assumed and written in a single file write before READY."""
+    clock = JumpClock()
+    config = make_config(tmp_path, [f"p{i}" for i in range(20)])
+    sts = ScriptedSts(clock, lifetime=3600)
+    daemon, log = build(config, sts, clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        assert len(log.named("credentials_file.written")) == 1
+        assert log.named("credentials_file.written")[0]["profiles"] == 20
+        assert len(log.named("role.refreshed")) == 20
+        assert log.named("daemon.ready")[0]["status"].startswith("20 fresh, 0 failing")
+        daemon.stop()
+    profiles = read(config)
+    assert sorted(profiles) == sorted(f"p{i}" for i in range(20))
+    assert [e["event"] for e in log.events][-1] == "daemon.stopped"
+    no_secrets(log)
+
+
+async def test_refreshed_event_fields(tmp_path):
+    """role.refreshed carries the audit fields, the next refresh time, and no secret."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["only"])
+    sts = ScriptedSts(clock, lifetime=3600)
+    daemon, log = build(config, sts, clock, rng=lambda: 0.0)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        daemon.stop()
+    event = log.named("role.refreshed")[0]
+    assert set(event) == {
+        "event",
+        "log_level",
+        "profile",
+        "role_arn",
+        "session_name",
+        "assumed_role_arn",
+        "access_key_id",
+        "expiration",
+        "duration_ms",
+        "next_refresh_at",
+    }
+    assert event["profile"] == "only"
+    assert event["access_key_id"] == "ASIA0000000000000000"
+    assert event["assumed_role_arn"] == "arn:aws:sts::123456789012:assumed-role/only/s-only"
+    assert event["expiration"].endswith("Z")
+    assert event["next_refresh_at"] < event["expiration"]
+    no_secrets(log)
+
+
+async def test_refreshes_before_expiry_repeatedly(tmp_path):
+    """With one-second credentials, each profile is refreshed again and again before expiry."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["a", "b", "c"])
+    sts = ScriptedSts(clock, lifetime=1.0)
+    daemon, log = build(config, sts, clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        await log.wait_count("role.refreshed", 12, timeout=10)
+        daemon.stop()
+    assert not log.named("role.expired")
+    assert not log.named("role.refresh_failed")
+    written = log.named("credentials_file.written")
+    assert len(written) < len(log.named("role.refreshed"))  # writes were shared
+
+
+async def test_transient_failure_backs_off_then_recovers(tmp_path):
+    """Throttling is logged with attempt and retry_at, retried with backoff, then recovers."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["t"])
+    sts = ScriptedSts(clock, lifetime=3600)
+    sts.queued["t"] = [THROTTLED, THROTTLED, THROTTLED]
+    daemon, log = build(config, sts, clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        await log.wait_count("role.refreshed", 1)
+        daemon.stop()
+    failures = log.named("role.refresh_failed")
+    assert [f["attempt"] for f in failures] == [1, 2, 3]
+    assert all(f["error_code"] == "Throttling" and f["transient"] is True for f in failures)
+    assert set(failures[0]) == {
+        "event",
+        "log_level",
+        "profile",
+        "role_arn",
+        "session_name",
+        "error_code",
+        "error",
+        "transient",
+        "attempt",
+        "retry_at",
+    }
+    assert sts.calls == ["t"] * 4
+    assert "t" in read(config)
+
+
+async def test_permanent_failure_keeps_reporting_and_others_refresh(tmp_path):
+    """AccessDenied for one role never stops the daemon; the others stay fresh."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["ok", "denied"])
+    sts = ScriptedSts(clock, lifetime=1.0)
+    sts.always["denied"] = DENIED
+    daemon, log = build(config, sts, clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        await log.wait_for(
+            lambda _: (
+                len(log.named("role.refresh_failed")) >= 3 and len(log.named("role.refreshed")) >= 3
+            )
+        )
+        daemon.stop()
+    assert {f["profile"] for f in log.named("role.refresh_failed")} == {"denied"}
+    assert all(f["transient"] is False for f in log.named("role.refresh_failed"))
+    assert "denied" not in read(config)
+
+
+async def test_expiry_logged_once_and_last_good_credentials_kept(tmp_path):
+    """While refreshes fail, the last good credentials stay until expiry; role.expired is once."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["x"])
+    sts = ScriptedSts(clock, lifetime=0.6)
+    daemon, log = build(config, sts, clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        first = read(config)["x"]["aws_access_key_id"]
+        sts.always["x"] = THROTTLED
+        await log.wait_count("role.expired", 1)
+        # Keep going a little: further failures must not repeat role.expired.
+        await log.wait_count("role.refresh_failed", len(log.named("role.refresh_failed")) + 3)
+        daemon.stop()
+    assert len(log.named("role.expired")) == 1
+    assert log.named("role.expired")[0]["last_error_code"] == "Throttling"
+    assert read(config)["x"]["aws_access_key_id"] == first
+    # No retry was ever scheduled past the expiry of the credentials still in the file.
+    expiry = read(config)["x"]["x_security_token_expires"]
+    expired_at = log.events.index(log.named("role.expired")[0])
+    before = [e for e in log.events[:expired_at] if e["event"] == "role.refresh_failed"]
+    assert before
+    assert all(f["retry_at"] <= expiry for f in before)
+
+
+async def test_clock_jump_triggers_overdue_refresh(tmp_path):
+    """A wall-clock jump of an hour (a suspend) refreshes everything overdue at once."""
+    clock = JumpClock()
+    config = make_config(tmp_path, [f"p{i}" for i in range(5)])
+    sts = ScriptedSts(clock, lifetime=3600)
+    daemon, log = build(config, sts, clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        assert len(log.named("role.refreshed")) == 5
+        clock.offset = timedelta(hours=1)
+        # No poke: the scheduler's bounded sleep slice must notice the jump by itself.
+        await log.wait_count("role.refreshed", 10, timeout=5)
+        daemon.stop()
+    assert sts.calls.count("p0") == 2
+
+
+async def test_conflict_left_untouched_and_others_written(tmp_path):
+    """A configured profile that exists without the marker is left byte-identical."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["mine", "theirs"])
+    path = tmp_path / "aws" / "credentials"
+    path.parent.mkdir()
+    original = b"[theirs]\naws_access_key_id = AKIAUSER\naws_secret_access_key = keep\n"
+    path.write_bytes(original)
+    sts = ScriptedSts(clock, lifetime=3600)
+    daemon, log = build(config, sts, clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        daemon.stop()
+    assert path.read_bytes().startswith(original)
+    assert "mine" in read(config)
+    conflict = log.named("profile.conflict")[0]
+    assert conflict["profile"] == "theirs"
+    assert conflict["log_level"] == "error"
+
+
+async def test_reload_adds_removes_and_changes_roles(tmp_path):
+    """A reload assumes new roles, deletes removed roles' profiles and refreshes changed ones."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["keep", "drop", "change"])
+    new_roles = (
+        config.roles[0],
+        replace(config.roles[2], role_arn="arn:aws:iam::123456789012:role/changed"),
+        Role("added", "arn:aws:iam::123456789012:role/added", "s-added"),
+    )
+    reloaded = replace(config, roles=new_roles)
+    sts = ScriptedSts(clock, lifetime=3600)
+    daemon, log = build(config, sts, clock, loader=lambda _path: reloaded)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        assert await daemon.reload()
+        await log.wait_count("profile.removed", 1)
+        await log.wait_for(lambda _: "added" in read(config))
+        daemon.stop()
+    profiles = read(config)
+    assert sorted(profiles) == ["added", "change", "keep"]
+    assert profiles["change"]["credrefresh_role_arn"] == "arn:aws:iam::123456789012:role/changed"
+    event = log.named("config.reloaded")[0]
+    assert (event["added"], event["removed"], event["changed"]) == (["added"], ["drop"], ["change"])
+    assert sts.calls.count("keep") == 1
+
+
+async def test_invalid_reload_rejected_and_old_config_kept(tmp_path):
+    """An invalid new config is rejected with config.rejected; the old one keeps running."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["a"])
+
+    def broken(path: str) -> Config:
+        raise ConfigError(path, [f"{path}: roles[0].role_arn: expected an IAM role ARN"])
+
+    sts = ScriptedSts(clock, lifetime=1.0)
+    daemon, log = build(config, sts, clock, loader=broken)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        assert not await daemon.reload()
+        await log.wait_count("role.refreshed", 3)
+        daemon.stop()
+    rejected = log.named("config.rejected")[0]
+    assert rejected["errors"] == [f"{config.path}: roles[0].role_arn: expected an IAM role ARN"]
+    assert daemon.config is config
+
+
+async def test_notify_ready_status_watchdog_reload_stopping(tmp_path):
+    """READY, STATUS, WATCHDOG, RELOADING and STOPPING reach a real datagram socket."""
+    address = str(tmp_path / "notify.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(address)
+    receiver.settimeout(5)
+    clock = JumpClock()
+    config = make_config(tmp_path, ["a", "b"])
+    sts = ScriptedSts(clock, lifetime=3600)
+    notifier = Notifier({"NOTIFY_SOCKET": address})
+    daemon, log = build(
+        config, sts, clock, notifier=notifier, watchdog=0.1, loader=lambda _p: config
+    )
+    messages: list[str] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            await daemon.reload()
+            # The watchdog is pinged from the scheduler loop every half interval.
+            with anyio.fail_after(5):
+                while sum("WATCHDOG=1" in m for m in messages) < 3:
+                    await anyio.wait_readable(receiver)
+                    messages.append(receiver.recv(4096).decode())
+            daemon.stop()
+        receiver.setblocking(False)
+        while True:
+            try:
+                messages.append(receiver.recv(4096).decode())
+            except BlockingIOError:
+                break
+    finally:
+        receiver.close()
+        notifier.close()
+    joined = "\n".join(messages)
+    assert "READY=1" in joined
+    assert "STATUS=2 fresh, 0 failing" in joined
+    ready_index = next(i for i, m in enumerate(messages) if m == "READY=1")
+    assert any(m.startswith("RELOADING=1\nMONOTONIC_USEC=") for m in messages[ready_index:])
+    assert messages.index("STOPPING=1") > ready_index
+
+
+async def test_stop_cancels_hanging_calls_quickly(tmp_path):
+    """A stop during hanging STS calls returns promptly and still logs daemon.stopped."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["h"])
+    sts = ScriptedSts(clock, lifetime=1.0)
+    daemon, log = build(config, sts, clock)
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            sts.hang = True
+            await log.wait_for(lambda _: sts.calls.count("h") >= 2)
+            daemon.stop()
+    assert log.events[-1]["event"] == "daemon.stopped"
+
+
+async def test_state_file_has_no_secrets(tmp_path):
+    """The state file is 0600, names every profile, and holds no secret."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["a", "denied"])
+    sts = ScriptedSts(clock, lifetime=3600)
+    sts.always["denied"] = DENIED
+    daemon, log = build(config, sts, clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        daemon.stop()
+    state = tmp_path / "state" / "state.json"
+    text = state.read_text()
+    assert state.stat().st_mode & 0o777 == 0o600
+    assert SECRET_PREFIX not in text
+    assert TOKEN_PREFIX not in text
+    assert '"AccessDenied"' in text
