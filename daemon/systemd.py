@@ -25,6 +25,8 @@ class Notifier:
             # A leading "@" names a socket in the abstract namespace.
             self._address = "\0" + address[1:] if address.startswith("@") else address
             self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # Never let a slow or stuck receiver block the event loop: drop the message instead.
+            self._socket.setblocking(False)
 
     @property
     def enabled(self) -> bool:
@@ -32,7 +34,8 @@ class Notifier:
         return self._socket is not None
 
     def send(self, *lines: str) -> None:
-        """Send one datagram made of ``lines``; errors are ignored, as sd_notify does."""
+        """Send one datagram made of ``lines``; errors (even a full queue) are ignored, as
+        sd_notify does: notification is advisory and must never stall the refresh loop."""
         if self._socket is None or self._address is None:
             return
         try:

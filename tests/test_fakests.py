@@ -25,7 +25,7 @@ import aiohttp
 import boto3
 import pytest
 from botocore.config import Config
-from botocore.exceptions import ClientError, ReadTimeoutError
+from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run straight from a checkout, without installing
@@ -33,8 +33,8 @@ if str(REPO) not in sys.path:  # run straight from a checkout, without installin
 
 from daemon.fakests import (  # noqa: E402
     DEFAULT_SOURCE_ARN,
-    Faults,
     FakeSTS,
+    Faults,
     Stats,
     ThreadedFakeSTS,
     build_parser,
@@ -45,7 +45,9 @@ from daemon.fakests import (  # noqa: E402
 
 ROLE = "arn:aws:iam::111122223333:role/deploy"
 OTHER_ROLE = "arn:aws:iam::111122223333:role/other"
-NO_RETRIES = {"max_attempts": 1, "mode": "standard"}
+# Note: botocore's client-config ``max_attempts`` counts *retries* (1 = two
+# attempts); ``total_max_attempts`` counts attempts, so 1 disables retrying.
+NO_RETRIES = {"total_max_attempts": 1, "mode": "standard"}
 
 ClientFactory = Callable[..., Any]
 
@@ -69,7 +71,7 @@ def make_client() -> Iterator[ClientFactory]:
         url: str,
         *,
         access_key: str = "AKIDEXAMPLE",
-        secret_key: str = "x",
+        secret_key: str = "x",  # noqa: S107 - fake secret
         token: str | None = None,
         read_timeout: float = 10,
     ) -> Any:
@@ -142,8 +144,9 @@ def test_assume_role_happy_path(sts: ThreadedFakeSTS, make_client: ClientFactory
     again = client.assume_role(RoleArn=ROLE, RoleSessionName="session-2")
     assert again["Credentials"]["AccessKeyId"] != creds["AccessKeyId"]
     assert "SourceIdentity" not in again
-    assert again["AssumedRoleUser"]["AssumedRoleId"].split(":")[0] == (
-        user["AssumedRoleId"].split(":")[0]
+    assert (
+        again["AssumedRoleUser"]["AssumedRoleId"].split(":")[0]
+        == (user["AssumedRoleId"].split(":")[0])
     )
     assert sts.stats == Stats(requests=2, assume_role=2, ok=2, max_in_flight=1)
 
@@ -347,6 +350,21 @@ def test_hang_switched_off_answers_held_requests(
     assert sts.stats.ok == 1
 
 
+def test_stop_drops_held_requests(make_client: ClientFactory) -> None:
+    server = ThreadedFakeSTS(Faults(latency=0, hang=True))
+    server.start()
+    try:
+        client = make_client(server.url, read_timeout=30)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            future = pool.submit(client.assume_role, RoleArn=ROLE, RoleSessionName="sess")
+            server.wait_for_stats(lambda s: s.hung == 1)
+            server.stop()
+            with pytest.raises(ConnectionClosedError):
+                future.result(timeout=10)
+    finally:
+        server.stop()
+
+
 def test_faults_validation() -> None:
     with pytest.raises(ValueError, match="throttle_rate"):
         Faults(throttle_rate=1.5)
@@ -454,8 +472,17 @@ def test_aws_cli_via_endpoint_env(sts: ThreadedFakeSTS, tmp_path: Path) -> None:
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials"),
     }
     result = subprocess.run(
-        [aws, "sts", "assume-role", "--role-arn", ROLE, "--role-session-name", "cli",
-         "--output", "json"],
+        [
+            aws,
+            "sts",
+            "assume-role",
+            "--role-arn",
+            ROLE,
+            "--role-session-name",
+            "cli",
+            "--output",
+            "json",
+        ],
         env=env,
         capture_output=True,
         text=True,
