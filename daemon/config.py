@@ -22,14 +22,18 @@ __all__ = ["Config", "RefreshPolicy", "Role", "load_config"]
 
 _T = TypeVar("_T")
 
+# All patterns are matched with fullmatch (a "$" would let a trailing newline through) and are
+# ASCII-only (so no non-ASCII letters or digits sneak into ARNs).
 ROLE_ARN_RE: Final = re.compile(
-    r"^arn:aws(?:-cn|-us-gov|-iso(?:-[a-z])?)?:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}$"
+    r"arn:aws(?:-cn|-us-gov|-iso(?:-[a-z])?)?:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}",
+    re.ASCII,
 )
 POLICY_ARN_RE: Final = re.compile(
-    r"^arn:aws(?:-cn|-us-gov|-iso(?:-[a-z])?)?:iam::(?:\d{12}|aws):policy/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,128}$"
+    r"arn:aws(?:-cn|-us-gov|-iso(?:-[a-z])?)?:iam::(?:\d{12}|aws):policy/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,128}",
+    re.ASCII,
 )
-SESSION_CHARS_RE: Final = re.compile(r"^[\w+=,.@-]+$", re.ASCII)
-REGION_RE: Final = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d{1,2}$")
+SESSION_CHARS_RE: Final = re.compile(r"[\w+=,.@-]+", re.ASCII)
+REGION_RE: Final = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}", re.ASCII)
 DURATION_MIN: Final = 900
 DURATION_MAX: Final = 43200
 DEFAULT_DURATION: Final = 3600
@@ -196,7 +200,7 @@ class _Validator:
         credentials_file = self.credentials_file(data.get("credentials_file"))
         region = self.region(data.get("region", env_region(self.env)), "region")
         endpoint = self.optional(data, "sts_endpoint_url", str, "a URL string")
-        if endpoint is not None and not re.match(r"^https?://[^\s/]+", endpoint):
+        if endpoint is not None and not re.fullmatch(r"https?://[^\s/]+(?:/\S*)?", endpoint):
             self.fail("sts_endpoint_url", f"expected an http(s) URL, got {endpoint!r}")
         concurrency = self.integer(data, "max_concurrency", DEFAULT_CONCURRENCY, 1, 1024)
         timeout = self.number(data, "sts_timeout", 10.0, 0.1, 300.0)
@@ -209,14 +213,20 @@ class _Validator:
         source_profile = self.optional(source, "profile", str, "a profile name", "source.")
         if source_profile is not None:
             self.profile_name(source_profile, "source.profile")
-        refresh = self.refresh(self.table(data, "refresh"))
-        roles = self.roles(data.get("roles"))
-        if source_profile is not None and any(r.profile == source_profile for r in roles):
+        raw_roles = data.get("roles")
+        managed = (
+            {t.get("profile") for t in raw_roles if isinstance(t, dict)}
+            if isinstance(raw_roles, list)
+            else set()
+        )
+        if source_profile is not None and source_profile in managed:
             self.fail(
                 "source.profile",
                 f"{source_profile!r} is also a managed profile in roles; the source credentials "
                 "must come from a profile credrefresh does not overwrite",
             )
+        refresh = self.refresh(self.table(data, "refresh"))
+        roles = self.roles(raw_roles)
         if self.problems:
             raise ConfigError(self.path, self.problems)
         return Config(
@@ -326,12 +336,14 @@ class _Validator:
             return self.path_value(value, "state_file") or ""
         state_dir = self.env.get("STATE_DIRECTORY", "").split(":")[0]
         if not state_dir:
-            xdg = self.env.get("XDG_STATE_HOME") or expand("~/.local/state", self.env)
+            xdg = self.env.get("XDG_STATE_HOME", "")
+            if not os.path.isabs(xdg):  # the XDG spec says to ignore relative values
+                xdg = expand("~/.local/state", self.env)
             state_dir = os.path.join(xdg, "credrefresh")
         return os.path.join(state_dir, "state.json")
 
     def region(self, value: object, key: str) -> str:
-        if not isinstance(value, str) or not REGION_RE.match(value):
+        if not isinstance(value, str) or not REGION_RE.fullmatch(value):
             self.fail(key, f"expected an AWS region name such as 'us-east-1', got {value!r}")
             return "us-east-1"
         return value
@@ -340,11 +352,13 @@ class _Validator:
         if value is None:
             return None
         match = (
-            re.match(r"^(?:\[(?P<v6>[0-9a-fA-F:]+)\]|(?P<host>[^:\s]+)):(?P<port>\d{1,5})$", value)
+            re.fullmatch(
+                r"(?:\[(?P<v6>[0-9a-fA-F:]+)\]|(?P<host>[^:\s]+)):(?P<port>[0-9]{1,5})", value
+            )
             if isinstance(value, str)
             else None
         )
-        if match is None or not 0 < int(match["port"]) < 65536:  # noqa: PLR2004
+        if match is None or not 0 <= int(match["port"]) < 65536:  # noqa: PLR2004
             self.fail(
                 "metrics_address",
                 f"expected 'HOST:PORT' such as '127.0.0.1:9464', got {value!r}",
@@ -375,7 +389,7 @@ class _Validator:
         defaults = RefreshPolicy()
         refresh_at = self.number(table, "refresh_at", defaults.refresh_at, 0.1, 0.7, p)
         jitter = self.number(table, "jitter", defaults.jitter, 0.0, 0.3, p)
-        if refresh_at + jitter > 0.7:  # noqa: PLR2004
+        if refresh_at + jitter > 0.7 + 1e-9:  # noqa: PLR2004 - tolerate 0.65 + 0.05
             self.fail(
                 "refresh.jitter",
                 "refresh_at + jitter must be at most 0.7, so a reader always finds a quarter "
@@ -409,16 +423,19 @@ class _Validator:
         seen: dict[str, int] = {}
         for index, table in enumerate(value):
             role = self.role(table, f"roles[{index}].")
-            if role is None:
-                continue
-            if role.profile in seen:
-                self.fail(
-                    f"roles[{index}].profile",
-                    f"duplicate profile {role.profile!r}, already used by roles[{seen[role.profile]}]",
-                )
-                continue
-            seen[role.profile] = index
-            roles.append(role)
+            # Duplicates are checked on the raw name, so they are reported even when the
+            # role has other problems too.
+            profile = table.get("profile")
+            if isinstance(profile, str):
+                if profile in seen:
+                    self.fail(
+                        f"roles[{index}].profile",
+                        f"duplicate profile {profile!r}, already used by roles[{seen[profile]}]",
+                    )
+                    continue
+                seen[profile] = index
+            if role is not None:
+                roles.append(role)
         return tuple(roles)
 
     def role(self, table: Mapping[str, Any], p: str) -> Role | None:
@@ -428,7 +445,7 @@ class _Validator:
         if profile is not None:
             self.profile_name(profile, f"{p}profile")
         role_arn = self.required_str(table, "role_arn", p)
-        if role_arn is not None and not ROLE_ARN_RE.match(role_arn):
+        if role_arn is not None and not ROLE_ARN_RE.fullmatch(role_arn):
             self.fail(
                 f"{p}role_arn",
                 "expected an IAM role ARN with a 12-digit account, like "
@@ -472,7 +489,7 @@ class _Validator:
         return self.optional(table, key, str, "a string", p)
 
     def pattern(self, value: str, key: str, low: int, high: int) -> None:
-        if not low <= len(value) <= high or not SESSION_CHARS_RE.match(value):
+        if not low <= len(value) <= high or not SESSION_CHARS_RE.fullmatch(value):
             self.fail(
                 key,
                 f"expected {low} to {high} characters of letters, digits and +=,.@_-, got {value!r}",
@@ -502,7 +519,7 @@ class _Validator:
         if len(value) > MAX_POLICY_ARNS:
             self.fail(key, f"expected at most {MAX_POLICY_ARNS} policy ARNs, got {len(value)}")
         for index, arn in enumerate(value):
-            if not isinstance(arn, str) or not POLICY_ARN_RE.match(arn):
+            if not isinstance(arn, str) or not POLICY_ARN_RE.fullmatch(arn):
                 self.fail(
                     f"{key}[{index}]",
                     "expected an IAM policy ARN like "
@@ -518,9 +535,11 @@ def env_region(env: Mapping[str, str]) -> str:
 
 def expand(value: str, env: Mapping[str, str]) -> str:
     """Expand ``~`` (against ``HOME`` in ``env``) and make the path absolute."""
-    if value.startswith("~"):
+    if value == "~" or value.startswith("~/"):
         home = env.get("HOME") or os.path.expanduser("~")
         value = home + value[1:]
+    elif value.startswith("~"):
+        value = os.path.expanduser(value)  # ~user/...
     return os.path.abspath(value)
 
 

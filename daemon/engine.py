@@ -12,7 +12,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -41,6 +41,10 @@ __all__ = ["Clock", "Daemon", "Reloadable", "SystemClock"]
 SLICE: Final = 10.0  # longest single sleep: a clock jump or resume is noticed this fast
 STARTUP_LIMIT: Final = 60.0  # READY=1 by then even if some first calls still hang
 STOP_GRACE: Final = 10.0  # the last write must finish well inside TimeoutStopSec
+
+
+# A long-running helper (the metrics endpoint) started in the daemon's task group.
+Service = Callable[..., Coroutine[Any, Any, None]]
 
 
 class Clock(Protocol):
@@ -104,9 +108,11 @@ class Daemon:
         loader: Callable[[str], Config] = load_config,
         observer: Observer | None = None,
         slice_s: float = SLICE,
+        services: Sequence[Service] = (),
     ) -> None:
         self.config = config
         self.slice_s = slice_s
+        self.services = tuple(services)
         self.sts = sts
         self.log = log
         self.clock = clock or SystemClock()
@@ -153,6 +159,8 @@ class Daemon:
                 self._tg = tg
                 if self.handle_signals:
                     tg.start_soon(self._signals)
+                for service in self.services:
+                    await tg.start(service)
                 tg.start_soon(self._scheduler)
                 with anyio.move_on_after(STARTUP_LIMIT):
                     await self.first_round.wait()

@@ -37,12 +37,13 @@ SECRET_KEYS: Final = frozenset(
 )
 
 # The shapes of AWS secrets: a session token is a long base64 run; a secret access key is 40
-# base64 characters mixing upper case, lower case and digits. Access key ids (20 characters) and
-# ARNs (colons) never match, so they stay readable for audits.
+# base64 characters mixing upper and lower case. Access key ids (20 characters), ARNs (colons)
+# and lowercase hex digests never match, so they stay readable for audits. "=" may follow a key
+# name ("aws_secret_access_key=...") so it does not count as part of the run around a key.
 TOKEN_RE: Final = re.compile(r"[A-Za-z0-9/+=]{100,}")
 SECRET_RE: Final = re.compile(
-    r"(?<![A-Za-z0-9/+=])(?=[A-Za-z0-9/+]*[a-z])(?=[A-Za-z0-9/+]*[A-Z])(?=[A-Za-z0-9/+]*[0-9])"
-    r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"
+    r"(?<![A-Za-z0-9/+])(?=[A-Za-z0-9/+]*[a-z])(?=[A-Za-z0-9/+]*[A-Z])"
+    r"[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])"
 )
 
 

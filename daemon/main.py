@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import anyio
 
 from daemon.config import Config
@@ -28,16 +30,24 @@ def run_once(config: Config) -> int:
 def run_daemon(config: Config) -> int:
     """``credrefresh run``: returns 0 after a graceful stop."""
     notifier = Notifier()
+    log = get_logger()
+    metrics = None
+    if config.metrics_address is not None:
+        from daemon.metrics import Metrics  # noqa: PLC0415 - only when metrics are on
+
+        metrics = Metrics(*config.metrics_address)
 
     async def main() -> None:
+        services = [] if metrics is None else [partial(metrics.serve, log)]
         async with AioStsClient(config) as sts:
             daemon = Daemon(
                 config,
                 sts,
-                log=get_logger(),
+                log=log,
                 notifier=notifier,
                 watchdog=watchdog_interval(),
-                observer=None,
+                observer=metrics,
+                services=services,
             )
             await daemon.run()
 

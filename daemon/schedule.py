@@ -96,7 +96,9 @@ def next_refresh(issued: datetime, expires: datetime, policy: RefreshPolicy, u: 
     if lifetime <= 0:
         return issued
     fraction = policy.refresh_at + policy.jitter * min(max(u, 0.0), 1.0)
-    return issued + timedelta(seconds=lifetime * fraction)
+    due = issued + timedelta(seconds=lifetime * fraction)
+    # datetime rounds to microseconds; keep "strictly before expiry" even for absurd lifetimes.
+    return max(issued, min(due, expires - timedelta(microseconds=1)))
 
 
 def backoff_delay(attempt: int, *, transient: bool, policy: RefreshPolicy, u: float) -> float:

@@ -23,6 +23,7 @@ from botocore.exceptions import (
     ConnectTimeoutError,
     EndpointConnectionError,
     NoCredentialsError,
+    ParamValidationError,
     PartialCredentialsError,
     ProfileNotFound,
     ReadTimeoutError,
@@ -91,6 +92,8 @@ def classify(exc: BaseException) -> RefreshFailed:
         return RefreshFailed("Timeout", str(exc) or "timed out", transient=True)
     if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ConnectionError):
         return RefreshFailed("ConnectionError", str(exc), transient=True)
+    if isinstance(exc, ParamValidationError):
+        return RefreshFailed("ParamValidationError", str(exc), transient=False)
     if isinstance(exc, NoCredentialsError | PartialCredentialsError | ProfileNotFound):
         return RefreshFailed(type(exc).__name__, str(exc), transient=False, source=True)
     if isinstance(exc, BotoCoreError):
@@ -185,7 +188,7 @@ class AioStsClient:
         try:
             client = await self._client(role.region or self._config.region)
             response = await client.assume_role(**request(role))
-        except (BotoCoreError, ClientError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - one role's failure must never end the run
             failure = classify(exc)
         else:
             creds = response["Credentials"]

@@ -56,7 +56,7 @@ def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
     env = os.environ if environ is None else environ
     usec = env.get("WATCHDOG_USEC", "")
     pid = env.get("WATCHDOG_PID", "")
-    if not usec.isdigit() or int(usec) == 0:
+    if not usec.isascii() or not usec.isdecimal() or int(usec) == 0:
         return None
     if pid and pid != str(os.getpid()):
         return None
