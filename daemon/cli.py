@@ -66,7 +66,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.add_argument("--roles", type=int, default=3, help="how many demo roles (%(default)s)")
     demo.add_argument(
-        "--lifetime", type=float, default=20.0, help="credential lifetime, seconds (%(default)s)"
+        "--lifetime", type=float, default=10.0, help="credential lifetime, seconds (%(default)s)"
     )
     return top
 

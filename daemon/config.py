@@ -389,7 +389,7 @@ class _Validator:
         defaults = RefreshPolicy()
         refresh_at = self.number(table, "refresh_at", defaults.refresh_at, 0.1, 0.7, p)
         jitter = self.number(table, "jitter", defaults.jitter, 0.0, 0.3, p)
-        if refresh_at + jitter > 0.7 + 1e-9:  # noqa: PLR2004 - tolerate 0.65 + 0.05
+        if refresh_at + jitter > 0.7 + 1e-9:
             self.fail(
                 "refresh.jitter",
                 "refresh_at + jitter must be at most 0.7, so a reader always finds a quarter "
@@ -492,7 +492,8 @@ class _Validator:
         if not low <= len(value) <= high or not SESSION_CHARS_RE.fullmatch(value):
             self.fail(
                 key,
-                f"expected {low} to {high} characters of letters, digits and +=,.@_-, got {value!r}",
+                f"expected {low} to {high} characters of letters, digits and +=,.@_-, "
+                f"got {value!r}",
             )
 
     def tags(self, value: object, key: str) -> tuple[tuple[str, str], ...]:

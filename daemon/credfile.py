@@ -82,6 +82,7 @@ class ManagedProfile:
         access_key_id: The key id written, if any.
         expiration: Parsed ``x_security_token_expires``, if present and valid.
         role_arn: The role recorded by credrefresh, if any.
+        refreshed_at: When credrefresh wrote it, if recorded.
     """
 
     profile: str
@@ -89,6 +90,7 @@ class ManagedProfile:
     access_key_id: str | None
     expiration: datetime | None
     role_arn: str | None
+    refreshed_at: datetime | None = None
 
 
 def format_time(moment: datetime) -> str:
@@ -372,6 +374,7 @@ def read_profiles(path: str) -> dict[str, ManagedProfile]:
             access_key_id=section.get("aws_access_key_id"),
             expiration=parse_time(expires) if expires else None,
             role_arn=section.get("credrefresh_role_arn"),
+            refreshed_at=parse_time(section.get("credrefresh_refreshed_at") or ""),
         )
     return profiles
 

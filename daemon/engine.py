@@ -131,6 +131,7 @@ class Daemon:
         self.unattempted: set[str] = set(self.states)
         self.first_round = anyio.Event()
         self.ready = anyio.Event()
+        self.done = anyio.Event()
         self.wake = anyio.Event()
         self.write_wanted = anyio.Event()
         self.idle = anyio.Event()
@@ -176,6 +177,7 @@ class Daemon:
                 await self._flush()
                 await self.sts.reset()
             self.log.info("daemon.stopped", writes=self.writes)
+            self.done.set()
 
     def stop(self, reason: str = "requested") -> None:
         """Begin a graceful stop: in-flight calls are cancelled, a write in progress finishes."""

@@ -1,8 +1,8 @@
 """The small set of errors credrefresh raises.
 
-Each is a plain ``Exception`` subclass. Messages are written for the operator who reads them: they
-name the file, the key or the profile concerned and say what was expected. None of them ever carries a
-secret.
+Each is a plain ``Exception`` subclass. Messages are written for the operator who reads them:
+they name the file, the key or the profile concerned and say what was expected. None of them
+ever carries a secret.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def _clean(value: object) -> object:
 def redact(
     _logger: object, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """Redact (a structlog processor): blank secret-named keys and secret-shaped values, recursively."""
+    """Blank secret-named keys and secret-shaped values, recursively (a structlog processor)."""
     for key, value in list(event_dict.items()):
         if key.lower() in SECRET_KEYS:
             event_dict[key] = REDACTED

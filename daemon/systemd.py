@@ -34,8 +34,11 @@ class Notifier:
         return self._socket is not None
 
     def send(self, *lines: str) -> None:
-        """Send one datagram made of ``lines``; errors (even a full queue) are ignored, as
-        sd_notify does: notification is advisory and must never stall the refresh loop."""
+        """Send one datagram made of ``lines``.
+
+        Errors (even a full queue) are ignored, as sd_notify does: notification is advisory and
+        must never stall the refresh loop.
+        """
         if self._socket is None or self._address is None:
             return
         try:

@@ -67,7 +67,7 @@ class NotifySocket:
     def wait_for(
         self, predicate: Callable[[str], bool], timeout: float = 20.0, start: int = 0
     ) -> int:
-        """Index of the first datagram at or after ``start`` that matches, waiting up to ``timeout``."""
+        """Index of the first datagram from ``start`` on that matches, waiting up to ``timeout``."""
         deadline = time.monotonic() + timeout
         with self._changed:
             while True:

@@ -1,4 +1,4 @@
-"""``credrefresh run`` as a real subprocess: notify socket, signals, reload, faults, one instance."""
+"""``credrefresh run`` as a real subprocess: notify socket, signals, reload, faults, one run."""
 
 from __future__ import annotations
 

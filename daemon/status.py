@@ -1,0 +1,192 @@
+"""``credrefresh status``: what is fresh, what is failing, what expires when.
+
+It reads the credentials file (never printing a secret) and the state file ``run`` keeps. The
+decision of each profile's state is a pure function; rendering is separate from reading.
+
+Exit statuses follow the monitoring-plugin convention: 0 when every profile holds valid
+credentials that are not failing to refresh (fresh or expiring), 1 when some profile is failing
+but its credentials are still valid, 2 when any profile is expired, missing or in conflict.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, TextIO
+
+from daemon.config import Config
+from daemon.credfile import ManagedProfile, format_time, parse_time, read_profiles
+from daemon.errors import CredentialsFileError
+from daemon.schedule import human_duration
+from daemon.state import load_state
+
+__all__ = ["ProfileStatus", "decide", "exit_code", "render_table", "status"]
+
+OK: Final = 0
+WARNING: Final = 1
+CRITICAL: Final = 2
+STATES: Final = ("fresh", "expiring", "failing", "expired", "missing", "conflict")
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileStatus:
+    """One row of ``status``.
+
+    Attributes:
+        profile: The profile name.
+        state: One of ``fresh``, ``expiring``, ``failing``, ``expired``, ``missing``,
+            ``conflict``.
+        expiration: Expiry of the credentials in the file (ISO 8601 UTC), if any.
+        seconds_left: Seconds until then (negative once expired).
+        access_key_id: The access key id in the file (not secret).
+        last_success: When the daemon last wrote credentials for it.
+        next_attempt: When the daemon will next call STS for it.
+        last_error_code: Code of the most recent failure, if the profile is failing.
+        last_error: Message of that failure.
+        role_arn: The configured role.
+    """
+
+    profile: str
+    state: str
+    expiration: str | None
+    seconds_left: float | None
+    access_key_id: str | None
+    last_success: str | None
+    next_attempt: str | None
+    last_error_code: str | None
+    last_error: str | None
+    role_arn: str
+
+
+def decide(
+    config: Config,
+    in_file: Mapping[str, ManagedProfile],
+    state: Mapping[str, Any] | None,
+    now: datetime,
+) -> list[ProfileStatus]:
+    """Each configured profile's state, from the file, the daemon's state file and ``now``.
+
+    ``expiring`` means valid but past the latest point at which credrefresh refreshes (the
+    daemon is stopped or behind); ``failing`` means valid but the last refresh failed.
+    """
+    recorded: Mapping[str, Any] = (state or {}).get("profiles", {})
+    latest_refresh = config.refresh.refresh_at + config.refresh.jitter
+    rows: list[ProfileStatus] = []
+    for role in config.roles:
+        found = in_file.get(role.profile)
+        saved = recorded.get(role.profile) or {}
+        error = saved.get("last_error") or None
+        expiration = found.expiration if found is not None else None
+        left = None if expiration is None else (expiration - now).total_seconds()
+        if found is not None and not found.managed:
+            verdict = "conflict"
+        elif found is None or expiration is None:
+            verdict = "missing"
+        elif left is not None and left <= 0:
+            verdict = "expired"
+        elif error is not None:
+            verdict = "failing"
+        else:
+            refreshed = parse_time(str(saved.get("last_success") or "")) or (
+                found.refreshed_at if found is not None else None
+            )
+            lifetime = None if refreshed is None else (expiration - refreshed).total_seconds()
+            overdue = (
+                lifetime is not None
+                and lifetime > 0
+                and left is not None
+                and left < lifetime * (1 - latest_refresh)
+            )
+            verdict = "expiring" if overdue else "fresh"
+        rows.append(
+            ProfileStatus(
+                profile=role.profile,
+                state=verdict,
+                expiration=None if expiration is None else format_time(expiration),
+                seconds_left=None if left is None else round(left, 1),
+                access_key_id=found.access_key_id if found is not None and found.managed else None,
+                last_success=saved.get("last_success"),
+                next_attempt=saved.get("next_attempt"),
+                last_error_code=None if error is None else error.get("code"),
+                last_error=None if error is None else error.get("message"),
+                role_arn=role.role_arn,
+            )
+        )
+    return rows
+
+
+def exit_code(rows: Sequence[ProfileStatus]) -> int:
+    """0, 1 or 2 as documented in the module docstring."""
+    states = {row.state for row in rows}
+    if states & {"expired", "missing", "conflict"}:
+        return CRITICAL
+    if "failing" in states:
+        return WARNING
+    return OK
+
+
+def render_table(rows: Sequence[ProfileStatus]) -> str:
+    """A table for people."""
+    header = ("PROFILE", "STATE", "EXPIRES", "LEFT", "LAST SUCCESS", "NEXT ATTEMPT", "LAST ERROR")
+    lines = [header]
+    for row in rows:
+        left = "-" if row.seconds_left is None else human_duration(max(row.seconds_left, 0))
+        if row.seconds_left is not None and row.seconds_left <= 0:
+            left = "expired"
+        error = "-"
+        if row.last_error_code:
+            error = f"{row.last_error_code}: {row.last_error or ''}".strip()
+            error = error if len(error) <= 60 else error[:57] + "..."  # noqa: PLR2004
+        lines.append(
+            (
+                row.profile,
+                row.state,
+                row.expiration or "-",
+                left,
+                row.last_success or "-",
+                row.next_attempt or "-",
+                error,
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False))
+        + "  "
+        + line[-1]
+        for line in lines
+    )
+
+
+def status(
+    config: Config, *, as_json: bool, out: TextIO | None = None, now: datetime | None = None
+) -> int:
+    """Print the status of every configured profile; return the exit status."""
+    stream = out or sys.stdout
+    moment = now or datetime.now(UTC)
+    try:
+        in_file = read_profiles(config.credentials_file)
+    except CredentialsFileError as exc:
+        print(f"credrefresh: {exc}", file=sys.stderr)  # noqa: T201
+        in_file = {}
+    state = load_state(config.state_file)
+    rows = decide(config, in_file, state, moment)
+    code = exit_code(rows)
+    if as_json:
+        document = {
+            "credentials_file": config.credentials_file,
+            "state_file": config.state_file,
+            "state_updated_at": None if state is None else state.get("updated_at"),
+            "generated_at": format_time(moment),
+            "exit_code": code,
+            "profiles": [asdict(row) for row in rows],
+        }
+        print(json.dumps(document, indent=2), file=stream)
+    else:
+        counts = {name: sum(row.state == name for row in rows) for name in STATES}
+        summary = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
+        print(render_table(rows), file=stream)
+        print(f"\n{summary}; exit {code}", file=stream)
+    return code

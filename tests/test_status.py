@@ -1,0 +1,156 @@
+"""``credrefresh status``: every state, both renderings, exit codes, and never a secret."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from engine_support import make_config
+from process_support import clean_env, run_cli, write_config
+
+from daemon.config import load_config
+from daemon.credfile import ManagedProfile
+from daemon.fakests import Faults
+from daemon.status import decide, exit_code, render_table, status
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def managed(name: str, left: float, lifetime: float = 3600) -> ManagedProfile:
+    expiration = NOW + timedelta(seconds=left)
+    return ManagedProfile(
+        profile=name,
+        managed=True,
+        access_key_id=f"ASIA{name.upper():0>16}"[:20],
+        expiration=expiration,
+        role_arn=f"arn:aws:iam::123456789012:role/{name}",
+        refreshed_at=expiration - timedelta(seconds=lifetime),
+    )
+
+
+def test_every_state_is_decided(tmp_path):
+    """Each of the six states is reached from the file and state-file facts that define it."""
+    config = make_config(
+        tmp_path, ["fresh", "expiring", "failing", "expired", "missing", "conflict"]
+    )
+    in_file = {
+        "fresh": managed("fresh", left=3000),
+        "expiring": managed("expiring", left=600),  # past 60 % of its hour: overdue
+        "failing": managed("failing", left=1800),
+        "expired": managed("expired", left=-5),
+        "conflict": replace(managed("conflict", left=3000), managed=False),
+    }
+    state = {
+        "profiles": {
+            "failing": {
+                "last_error": {"code": "Throttling", "message": "Rate exceeded"},
+                "next_attempt": "2026-11-27T12:00:05Z",
+                "last_success": "2026-11-27T11:30:00Z",
+            }
+        }
+    }
+    rows = decide(config, in_file, state, NOW)
+    assert [(r.profile, r.state) for r in rows] == [
+        ("fresh", "fresh"),
+        ("expiring", "expiring"),
+        ("failing", "failing"),
+        ("expired", "expired"),
+        ("missing", "missing"),
+        ("conflict", "conflict"),
+    ]
+    failing = rows[2]
+    assert (failing.last_error_code, failing.last_error) == ("Throttling", "Rate exceeded")
+    assert failing.next_attempt == "2026-11-27T12:00:05Z"
+    assert rows[5].access_key_id is None  # not ours: we print nothing from it
+
+
+@pytest.mark.parametrize(
+    ("states", "code"),
+    [
+        (["fresh"], 0),
+        (["fresh", "expiring"], 0),
+        (["fresh", "failing"], 1),
+        (["failing", "expired"], 2),
+        (["fresh", "missing"], 2),
+        (["conflict"], 2),
+    ],
+)
+def test_exit_codes_follow_the_monitoring_convention(tmp_path, states, code):
+    """0 all valid and healthy, 1 some failing but valid, 2 anything expired/missing/conflict."""
+    config = make_config(tmp_path, ["x"])
+    row = decide(config, {"x": managed("x", 3000)}, None, NOW)[0]
+    assert exit_code([replace(row, state=s) for s in states]) == code
+
+
+def test_status_after_once_fresh_expiring_expired(tmp_path, fake_sts):
+    """Real credentials written by once read back as fresh, then expiring, then expired."""
+    fake_sts.set_faults(Faults(latency=0, lifetime=100))
+    creds = tmp_path / "credentials"
+    path = write_config(tmp_path / "c.toml", creds, fake_sts.url, ["a", "b"])
+    result = run_cli(["once", "--config", str(path)], clean_env(tmp_path))
+    assert result.returncode == 0, result.stderr
+    config = load_config(path, environ={"HOME": str(tmp_path)})
+    text = creds.read_text()
+    secrets = [
+        line.split(" = ", 1)[1]
+        for line in text.splitlines()
+        if line.startswith(("aws_secret_access_key", "aws_session_token"))
+    ]
+    assert len(secrets) == 4
+    expiry = datetime.fromisoformat(text.split("x_security_token_expires = ")[1].split()[0])
+    seen = []
+    for offset, expected, code in [(-90, "fresh", 0), (-20, "expiring", 0), (1, "expired", 2)]:
+        for as_json in (True, False):
+            out = io.StringIO()
+            now = expiry + timedelta(seconds=offset)
+            assert status(config, as_json=as_json, out=out, now=now) == code
+            seen.append(out.getvalue())
+        document = json.loads(seen[-2])
+        assert [p["state"] for p in document["profiles"]] == [expected, expected]
+        assert document["profiles"][0]["expiration"].endswith("Z")
+        assert f"\n2 {expected}; exit {code}" in seen[-1]
+    for output in seen:
+        for secret in secrets:
+            assert secret not in output
+
+
+def test_status_command_json_and_exit_code(tmp_path, fake_sts):
+    """The status subcommand prints JSON with every profile and exits 2 when one is missing."""
+    creds = tmp_path / "credentials"
+    path = write_config(tmp_path / "c.toml", creds, fake_sts.url, ["a"])
+    assert run_cli(["once", "--config", str(path)], clean_env(tmp_path)).returncode == 0
+    write_config(tmp_path / "c.toml", creds, fake_sts.url, ["a", "new"])
+    result = run_cli(["status", "--config", str(path), "--json"], clean_env(tmp_path))
+    assert result.returncode == 2
+    document = json.loads(result.stdout)
+    assert [(p["profile"], p["state"]) for p in document["profiles"]] == [
+        ("a", "fresh"),
+        ("new", "missing"),
+    ]
+    table = run_cli(["status", "--config", str(path)], clean_env(tmp_path))
+    assert table.returncode == 2
+    assert table.stdout.splitlines()[0].split() == [
+        "PROFILE",
+        "STATE",
+        "EXPIRES",
+        "LEFT",
+        "LAST",
+        "SUCCESS",
+        "NEXT",
+        "ATTEMPT",
+        "LAST",
+        "ERROR",
+    ]
+
+
+def test_table_truncates_long_errors(tmp_path):
+    """A long error message is cut so each row stays one line."""
+    config = make_config(tmp_path, ["x"])
+    state = {"profiles": {"x": {"last_error": {"code": "AccessDenied", "message": "m" * 500}}}}
+    rows = decide(config, {"x": managed("x", 3000)}, state, NOW)
+    table = render_table(rows)
+    assert len(table.splitlines()) == 2
+    assert table.splitlines()[1].endswith("...")
