@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import time
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, Self
 
 import aioboto3
 import anyio
@@ -132,7 +132,7 @@ class AioStsClient:
         self._clients: dict[str, Any] = {}
         self._lock = anyio.Lock()
 
-    async def __aenter__(self) -> AioStsClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
