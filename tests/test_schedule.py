@@ -100,14 +100,6 @@ def test_next_refresh_within_policy_and_before_expiry(issued, lifetime_us, polic
     assert due < expires
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: schedule.next_refresh returns `expires` itself for a 1 us lifetime and u > 0 "
-        "(0.5..0.6 us rounds up to 1 us in timedelta), contradicting 'always strictly before "
-        "expires for a positive lifetime'"
-    ),
-)
 def test_next_refresh_one_microsecond_lifetime_is_before_expiry():
     """Even the shortest positive lifetime (1 us) is refreshed strictly before it expires."""
     expires = T0 + US
