@@ -106,3 +106,44 @@ def test_demo_runs_offline_and_exits_zero(tmp_path):
     assert {e["profile"] for e in refreshed} == {"demo-0", "demo-1"}
     assert "aws --profile demo-0 sts get-caller-identity" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.anyio
+async def test_metrics_follow_a_profile_from_fresh_to_expired(tmp_path):
+    """Seconds until expiry is positive while fresh and negative once refreshes fail past expiry."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["p"])
+    sts = ScriptedSts(clock, lifetime=0.5)
+    log = Recorder()
+    metrics = Metrics("127.0.0.1", 0)
+    daemon = Daemon(
+        config,
+        sts,
+        log=log,
+        clock=clock,
+        handle_signals=False,
+        observer=metrics,
+        services=[partial(metrics.serve, log)],
+    )
+    url = ""
+
+    async def scrape() -> dict:
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            return samples(await response.text())
+
+    key = ("credrefresh_credentials_seconds_until_expiry", (("profile", "p"),))
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        url = f"http://127.0.0.1:{metrics.port}/metrics"
+        fresh = await scrape()
+        sts.always["p"] = RefreshFailed("Throttling", "Rate exceeded", transient=True)
+        await log.wait_count("role.expired", 1)
+        expired = await scrape()
+        daemon.stop()
+    assert 0 < fresh[key] <= 0.5
+    assert expired[key] < 0
+    throttled = (
+        "credrefresh_refresh_failures_total",
+        (("error_code", "Throttling"), ("profile", "p")),
+    )
+    assert expired[throttled] >= 1
