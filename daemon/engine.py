@@ -14,7 +14,7 @@ import signal
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
 import anyio
@@ -133,6 +133,7 @@ class Daemon:
         self.ready = anyio.Event()
         self.done = anyio.Event()
         self.wake = anyio.Event()
+        self.wake_at = now  # when the scheduler will look again by itself
         self.write_wanted = anyio.Event()
         self.idle = anyio.Event()
         self.state_dirty = False
@@ -211,7 +212,9 @@ class Daemon:
                     self._start(state)
             self._ping()
             self._notify_status()
-            with anyio.move_on_after(self._next_wait(now)):
+            wait = self._next_wait(now)
+            self.wake_at = now + timedelta(seconds=wait)
+            with anyio.move_on_after(wait):
                 await self.wake.wait()
 
     def _next_wait(self, now: datetime) -> float:
@@ -245,7 +248,11 @@ class Daemon:
                 self.first_round.set()
             if not self.in_flight:
                 self.idle.set()
-            self.wake.set()
+            # Wake the scheduler only if this role is now due before it would look anyway:
+            # with a thousand roles, waking on every completion would cost O(n) each time.
+            state = self.states.get(role.profile)
+            if state is not None and state.due < self.wake_at:
+                self.wake.set()
 
     def _current(self, role: Role, generation: int) -> RoleState | None:
         state = self.states.get(role.profile)
