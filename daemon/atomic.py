@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from typing import Final
 
 __all__ = ["TEMP_MARK", "replace_atomically"]
@@ -12,11 +13,15 @@ __all__ = ["TEMP_MARK", "replace_atomically"]
 TEMP_MARK: Final = ".credrefresh-"
 
 
-def replace_atomically(target: str, data: bytes) -> None:
+def replace_atomically(
+    target: str, data: bytes, precondition: Callable[[], bool] | None = None
+) -> bool:
     """Write ``data`` to a 0600 temp file beside ``target``, fsync, rename over, fsync the dir.
 
     Readers see the old file or the new one, never a partial one. The temp file is named
     ``.<name>.credrefresh-*.tmp`` so a later run can recognise and remove one a crash left.
+    ``precondition`` is checked after the data is on disk and right before the rename, the
+    last moment possible; when it fails nothing is replaced and False is returned.
     """
     directory, base = os.path.split(target)
     fd, temp = tempfile.mkstemp(prefix=f".{base}{TEMP_MARK}", suffix=".tmp", dir=directory)
@@ -25,6 +30,9 @@ def replace_atomically(target: str, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        if precondition is not None and not precondition():
+            os.unlink(temp)
+            return False
         os.replace(temp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -35,3 +43,4 @@ def replace_atomically(target: str, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    return True

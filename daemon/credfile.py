@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import os
 import time
+from functools import partial
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,7 +48,7 @@ __all__ = [
 
 MARKER_KEY: Final = "credrefresh_managed"
 MANAGED_COMMENT: Final = "# Managed by credrefresh: this profile is rewritten on every refresh."
-LOCK_TIMEOUT: Final = 30.0
+LOCK_TIMEOUT: Final = 120.0  # a 50 MB file takes seconds to rewrite; don't give up too soon
 STABLE_READ_TRIES: Final = 5
 
 
@@ -148,16 +149,17 @@ def render(
             removed.append(name)
         else:
             pieces.append(str(block))
+    out = "".join(pieces)
     for name, issued in updates.items():
         if name in present:
             continue
-        if pieces and not pieces[-1].endswith("\n"):
-            pieces.append(newline)
-        if pieces and not "".join(pieces[-2:]).endswith(newline * 2):
-            pieces.append(newline)
-        pieces.append(section_text(name, issued, now, newline))
+        if out and not out.endswith("\n"):
+            out += newline
+        if out and not out.endswith(newline * 2):
+            out += newline
+        out += section_text(name, issued, now, newline)
         written.append(name)
-    return "".join(pieces), tuple(written), tuple(removed), tuple(conflicts)
+    return out, tuple(written), tuple(removed), tuple(conflicts)
 
 
 def parse(text: str) -> ConfigUpdater:
@@ -167,9 +169,18 @@ def parse(text: str) -> ConfigUpdater:
             "starts with a UTF-8 byte order mark, which botocore cannot read; "
             "remove the first three bytes and try again"
         )
+    if "\r" in text.replace("\r\n", ""):
+        raise CredentialsFileError(
+            "contains carriage returns that are not part of CRLF line endings; botocore reads "
+            "them as line breaks, so editing the file safely is not possible; convert it to LF "
+            "or CRLF line endings"
+        )
     updater = ConfigUpdater()
     try:
         updater.read_string(text)
+        # configupdater keeps every byte but compares keys case-sensitively; botocore's own
+        # parser (RawConfigParser) lowercases them. A file botocore rejects is not ours to edit.
+        configparser.RawConfigParser().read_string(text)
     except (configparser.Error, UpdaterParsingError) as exc:
         raise CredentialsFileError(f"does not parse as an INI file: {first_line(exc)}") from None
     return updater
@@ -207,6 +218,13 @@ def leftover_text(section: Section) -> str:
     kept: list[str] = []
     for block in section.iter_blocks():
         if isinstance(block, Option):
+            # configupdater reads an indented comment after a key as a continuation of its
+            # value; botocore reads it as a comment. Keep it, it is the user's.
+            kept.extend(
+                line
+                for line in str(block).splitlines(keepends=True)[1:]
+                if line.strip().startswith(("#", ";"))
+            )
             continue
         kept.extend(
             line for line in str(block).splitlines(keepends=True) if line.strip() != MANAGED_COMMENT
@@ -295,6 +313,11 @@ def identity(target: str) -> tuple[int, int, int] | None:
     return info.st_ino, info.st_size, info.st_mtime_ns
 
 
+def unchanged(target: str, before: tuple[int, int, int] | None) -> bool:
+    """Whether the file is still the one that was read (same inode, size and mtime)."""
+    return identity(target) == before
+
+
 def remove_stale_temps(target: str) -> None:
     """Delete temporary files a killed writer left behind (only files of our own naming).
 
@@ -334,17 +357,21 @@ def update_profiles(
             except CredentialsFileError as exc:
                 raise CredentialsFileError(f"{path}: {exc}; the file was left untouched") from None
             if new_text == text:
-                return WriteReport(path, written, removed, conflicts, changed=False, size=len(text))
+                size = len(text.encode("utf-8"))
+                return WriteReport(path, written, removed, conflicts, changed=False, size=size)
             data = new_text.encode("utf-8")
             # Writers that take no lock (the AWS CLI) may have rewritten the file since we
-            # read it; if so, start over from what is there now rather than lose their edit.
-            if identity(target) == before:
-                try:
-                    replace_atomically(target, data)
-                except OSError as exc:
-                    raise CredentialsFileError(
-                        f"{path}: cannot replace: {exc.strerror}; the file was left untouched"
-                    ) from None
+            # read it. Checked after the new data is on disk and right before the rename (the
+            # smallest window there is): if it changed, start over from what is there now.
+            try:
+                replaced = replace_atomically(
+                    target, data, precondition=partial(unchanged, target, before)
+                )
+            except OSError as exc:
+                raise CredentialsFileError(
+                    f"{path}: cannot replace: {exc.strerror}; the file was left untouched"
+                ) from None
+            if replaced:
                 return WriteReport(path, written, removed, conflicts, changed=True, size=len(data))
         raise CredentialsFileError(
             f"{path}: changed under us {STABLE_READ_TRIES} times; not written"
