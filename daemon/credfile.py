@@ -22,10 +22,10 @@ import contextlib
 import fcntl
 import os
 import time
-from functools import partial
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Final
 
 from configupdater import ConfigUpdater, Option, Section
