@@ -12,13 +12,13 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from daemon.errors import ConfigError
 
-__all__ = ["Config", "RefreshPolicy", "Role", "load_config"]
+__all__ = ["Config", "RefreshPolicy", "ReloadPlan", "Role", "load_config", "plan_reload"]
 
 _T = TypeVar("_T")
 
@@ -133,6 +133,55 @@ class Config:
             if role.profile == profile:
                 return role
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    """What a reload changes (``plan_reload``).
+
+    Attributes:
+        added: Profiles new in the configuration: assume and write them.
+        removed: Profiles no longer configured: delete their managed sections.
+        changed: Profiles whose role definition changed: refresh them now.
+        sts_changed: Whether the STS client settings changed (region, endpoint, source...).
+    """
+
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[str, ...]
+    sts_changed: bool
+
+
+# Settings a running daemon cannot adopt: the file it locks and the socket it serves.
+FIXED_ON_RELOAD: Final = ("credentials_file", "metrics_address")
+
+
+def plan_reload(old: Config, new: Config) -> ReloadPlan:
+    """The difference between two configurations, as a reload applies it (pure).
+
+    Raises:
+        ConfigError: ``new`` changes a setting that needs a restart.
+    """
+    problems = [
+        f"{new.path}: {key}: cannot change while running (from {getattr(old, key)!r} to "
+        f"{getattr(new, key)!r}); restart instead"
+        for key in FIXED_ON_RELOAD
+        if getattr(old, key) != getattr(new, key)
+    ]
+    if problems:
+        raise ConfigError(new.path, problems)
+    old_roles = {r.profile: r for r in old.roles}
+    new_roles = {r.profile: r for r in new.roles}
+
+    def sts_settings(config: Config) -> Config:
+        return replace(config, roles=(), refresh=new.refresh, state_file="", path="")
+
+    return ReloadPlan(
+        added=tuple(p for p in new_roles if p not in old_roles),
+        removed=tuple(p for p in old_roles if p not in new_roles),
+        changed=tuple(p for p in new_roles if p in old_roles and new_roles[p] != old_roles[p]),
+        sts_changed=sts_settings(old) != sts_settings(new),
+    )
 
 
 TOP_KEYS: Final = (

@@ -20,7 +20,7 @@ from typing import Any, Final, Protocol
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from daemon.config import Config, Role, load_config
+from daemon.config import Config, Role, load_config, plan_reload
 from daemon.credfile import format_time
 from daemon.errors import ConfigError, CredentialsFileError, RefreshFailed
 from daemon.model import Issued
@@ -427,52 +427,32 @@ class Daemon:
         old = self.config
         try:
             new = self.loader(old.path)
+            plan = plan_reload(old, new)
         except ConfigError as exc:
             self.log.error("config.rejected", path=old.path, errors=list(exc.problems))
             return False
-        if new.credentials_file != old.credentials_file:
-            self.log.error(
-                "config.rejected",
-                path=old.path,
-                errors=[
-                    (
-                        f"{old.path}: credentials_file: cannot change while running "
-                        f"(from {old.credentials_file!r} to {new.credentials_file!r}); "
-                        "restart instead"
-                    )
-                ],
-            )
-            return False
         now = self.clock.now()
-        old_roles = {r.profile: r for r in old.roles}
-        new_roles = {r.profile: r for r in new.roles}
-        added = [p for p in new_roles if p not in old_roles]
-        removed = [p for p in old_roles if p not in new_roles]
-        changed = [p for p in new_roles if p in old_roles and new_roles[p] != old_roles[p]]
-        sts_changed = replace(old, roles=(), refresh=new.refresh) != replace(
-            new, roles=(), refresh=new.refresh
-        )
-        for name in removed:
+        for name in plan.removed:
             del self.states[name]
             self.pending.pop(name, None)
             self.removals.add(name)
-        for name in added:
-            self.states[name] = RoleState(new_roles[name], due=now)
-        for name in changed:
-            generation = self.states[name].generation + 1
-            self.states[name] = RoleState(new_roles[name], due=now, generation=generation)
-            self.pending.pop(name, None)
+        for role in new.roles:
+            if role.profile in plan.added or role.profile in plan.changed:
+                previous = self.states.get(role.profile)
+                generation = 0 if previous is None else previous.generation + 1
+                self.states[role.profile] = RoleState(role, due=now, generation=generation)
+                self.pending.pop(role.profile, None)
         self.config = new
         self.limiter.total_tokens = new.max_concurrency
-        if sts_changed:
+        if plan.sts_changed:
             await self.sts.reset(new)
         self.log.info(
             "config.reloaded",
             path=new.path,
             roles=len(new.roles),
-            added=added,
-            removed=removed,
-            changed=changed,
+            added=list(plan.added),
+            removed=list(plan.removed),
+            changed=list(plan.changed),
         )
         self.state_dirty = True
         self.write_wanted.set()

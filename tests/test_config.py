@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import pwd
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.config import Config, RefreshPolicy, Role, load_config
+from daemon.config import Config, RefreshPolicy, Role, load_config, plan_reload
 from daemon.errors import ConfigError
 
 HOME = "/home/tester"
@@ -820,6 +821,7 @@ def test_refresh_at_plus_jitter_of_exactly_0_7_is_accepted(tmp_path):
 # un-flagged '\w'/'\d' (which match any Unicode letter or digit), and that STS or the HTTP
 # stack would reject later, contrary to "nothing past config.py re-checks a value".
 
+
 @pytest.mark.parametrize(
     ("content", "key"),
     [
@@ -931,3 +933,21 @@ def test_metrics_port_zero_means_any_free_port(tmp_path):
     """Port 0 is accepted: the endpoint binds a free port and logs it (the demo uses this)."""
     path = write(tmp_path, 'metrics_address = "127.0.0.1:0"\n' + ROLE)
     assert load_config(path, environ=ENV).metrics_address == ("127.0.0.1", 0)
+
+
+def test_plan_reload_diffs_roles_and_refuses_fixed_settings(tmp_path):
+    """A reload plan names added, removed and changed profiles, and refuses a new file path."""
+    old = load_config(write(tmp_path, ROLE + SECOND_ROLE), environ=ENV)
+    dev, ops = old.roles
+    new = replace(
+        old,
+        roles=(replace(dev, duration_seconds=7200), replace(ops, profile="ops2")),
+    )
+    plan = plan_reload(old, new)
+    assert (plan.added, plan.removed, plan.changed) == (("ops2",), ("ops",), ("dev",))
+    assert plan.sts_changed is False
+    assert plan_reload(old, replace(old, region="eu-west-1")).sts_changed is True
+    assert plan_reload(old, replace(old, state_file="/elsewhere")).sts_changed is False
+    with pytest.raises(ConfigError) as refused:
+        plan_reload(old, replace(old, credentials_file="/other/credentials"))
+    assert "credentials_file: cannot change while running" in refused.value.problems[0]
