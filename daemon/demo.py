@@ -66,8 +66,8 @@ credrefresh demo: no AWS account, no network. An embedded STS answers on {sts_ur
   credentials file: {creds}
   {roles} demo profiles (demo-0 ...), credentials live {lifetime:g} s and are refreshed at 50-60 %.
   Try, in another terminal, while this runs:
-    AWS_SHARED_CREDENTIALS_FILE={creds} AWS_ENDPOINT_URL_STS={sts_url} AWS_REGION=us-east-1 \\
-      aws --profile demo-0 sts get-caller-identity
+    AWS_SHARED_CREDENTIALS_FILE={creds} AWS_ENDPOINT_URL_STS={sts_url} \\
+      AWS_DEFAULT_REGION=us-east-1 aws --profile demo-0 sts get-caller-identity
     credrefresh status --config {tmp / "config.toml"}
     curl -s http://127.0.0.1:{metrics_port}/metrics | grep '^credrefresh_'
   Stop with Ctrl-C; the temporary directory is then removed.

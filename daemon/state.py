@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from daemon.atomic import replace_atomically
+from daemon.credfile import format_time
 from daemon.schedule import RoleState
 
 __all__ = ["STATE_VERSION", "load_state", "save_state", "state_document"]
@@ -22,7 +23,7 @@ STATE_VERSION: Final = 1
 
 
 def _time(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+    return None if moment is None else format_time(moment)
 
 
 def state_document(

@@ -104,7 +104,9 @@ def test_demo_runs_offline_and_exits_zero(tmp_path):
     refreshed = [e for e in events if e["event"] == "role.refreshed"]
     assert len(refreshed) >= 4  # the first round and at least one refresh of each
     assert {e["profile"] for e in refreshed} == {"demo-0", "demo-1"}
-    assert "aws --profile demo-0 sts get-caller-identity" in result.stderr
+    assert (
+        "AWS_DEFAULT_REGION=us-east-1 aws --profile demo-0 sts get-caller-identity" in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 
