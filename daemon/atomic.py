@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["TEMP_MARK", "replace_atomically"]
+__all__ = ["TEMP_MARK", "remove_stale_temps", "replace_atomically"]
 
 TEMP_MARK: Final = ".credrefresh-"
 
@@ -44,3 +44,18 @@ def replace_atomically(
     finally:
         os.close(dir_fd)
     return True
+
+
+def remove_stale_temps(target: str) -> None:
+    """Delete temp files a killed writer of ``target`` left behind (only our own naming).
+
+    Call it only while no other writer of ``target`` can be active (under the writers' lock, or
+    in the one process that owns the file).
+    """
+    directory, base = os.path.split(target)
+    prefix = f".{base}{TEMP_MARK}"
+    with contextlib.suppress(OSError), os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)

@@ -16,6 +16,7 @@ from typing import Final
 from daemon import __version__
 from daemon.config import Config, load_config
 from daemon.errors import AlreadyRunning, ConfigError, CredentialsFileError
+from daemon.logs import scrub
 
 __all__ = ["main"]
 
@@ -112,10 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_CONFIG
     except AlreadyRunning as exc:
-        print(f"credrefresh: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"credrefresh: {scrub(str(exc))}", file=sys.stderr)  # noqa: T201
         return EXIT_RUNNING
     except CredentialsFileError as exc:
-        print(f"credrefresh: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"credrefresh: {scrub(str(exc))}", file=sys.stderr)  # noqa: T201
         return EXIT_FILE
     except KeyboardInterrupt:
         return 130

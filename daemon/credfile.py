@@ -31,7 +31,7 @@ from typing import Final
 from configupdater import ConfigUpdater, Option, Section
 from configupdater.parser import ParsingError as UpdaterParsingError
 
-from daemon.atomic import TEMP_MARK, replace_atomically
+from daemon.atomic import remove_stale_temps, replace_atomically
 from daemon.errors import AlreadyRunning, CredentialsFileError
 from daemon.model import Issued
 
@@ -50,6 +50,11 @@ MARKER_KEY: Final = "credrefresh_managed"
 MANAGED_COMMENT: Final = "# Managed by credrefresh: this profile is rewritten on every refresh."
 LOCK_TIMEOUT: Final = 120.0  # a 50 MB file takes seconds to rewrite; don't give up too soon
 STABLE_READ_TRIES: Final = 5
+# The AWS CLI rewrites the file in place without a lock: it truncates, then writes. Reading in
+# between would see an empty file, and writing that back would drop every other profile. So a
+# file modified this recently is left to settle before it is read (bounded by SETTLE_LIMIT).
+SETTLE: Final = 0.1
+SETTLE_LIMIT: Final = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,13 +187,27 @@ def parse(text: str) -> ConfigUpdater:
         # parser (RawConfigParser) lowercases them. A file botocore rejects is not ours to edit.
         configparser.RawConfigParser().read_string(text)
     except (configparser.Error, UpdaterParsingError) as exc:
-        raise CredentialsFileError(f"does not parse as an INI file: {first_line(exc)}") from None
+        raise CredentialsFileError(f"does not parse as an INI file: {describe(exc)}") from None
     return updater
 
 
-def first_line(exc: Exception) -> str:
-    """The first line of an exception's text, with line breaks made visible."""
-    return " ".join(str(exc).split("\n")[:2]).strip()
+def describe(exc: Exception) -> str:
+    """What is wrong and on which line, never quoting the line itself.
+
+    configparser's messages quote the offending line, which in a credentials file may be (a
+    wrapped piece of) a secret; only the line number and section or key names are kept.
+    """
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return f"line {exc.lineno}: duplicate section [{exc.section}]"
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return f"line {exc.lineno}: duplicate key {exc.option!r} in section [{exc.section}]"
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return f"line {exc.lineno}: a line before the first [section] header"
+    if isinstance(exc, configparser.ParsingError | UpdaterParsingError):
+        errors = getattr(exc, "errors", [])
+        lines = ", ".join(str(lineno) for lineno, _ in errors[:5]) or "?"
+        return f"line {lines}: not a [section] header, a key = value pair or a comment"
+    return type(exc).__name__
 
 
 def section_text(name: str, issued: Issued, now: datetime, newline: str) -> str:
@@ -313,23 +332,23 @@ def identity(target: str) -> tuple[int, int, int] | None:
     return info.st_ino, info.st_size, info.st_mtime_ns
 
 
+def wait_settled(target: str, settle: float = SETTLE, limit: float = SETTLE_LIMIT) -> None:
+    """Wait until ``target`` has not been modified for ``settle`` seconds (at most ``limit``)."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            modified = os.stat(target).st_mtime_ns / 1e9
+        except OSError:
+            return  # absent or unreadable: read_text reports it
+        age = time.time() - modified
+        if age >= settle or time.monotonic() >= deadline:
+            return
+        time.sleep(settle - max(age, 0.0))
+
+
 def unchanged(target: str, before: tuple[int, int, int] | None) -> bool:
     """Whether the file is still the one that was read (same inode, size and mtime)."""
     return identity(target) == before
-
-
-def remove_stale_temps(target: str) -> None:
-    """Delete temporary files a killed writer left behind (only files of our own naming).
-
-    Called with the lock held, so no live writer of ours is using one.
-    """
-    directory, base = os.path.split(target)
-    prefix = f".{base}{TEMP_MARK}"
-    with contextlib.suppress(OSError), os.scandir(directory) as entries:
-        for entry in entries:
-            if entry.name.startswith(prefix) and entry.name.endswith(".tmp"):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
 
 
 def update_profiles(
@@ -351,6 +370,7 @@ def update_profiles(
     with locked(path):
         remove_stale_temps(target)
         for _ in range(STABLE_READ_TRIES):
+            wait_settled(target)
             text, before = read_text(target)
             try:
                 new_text, written, removed, conflicts = render(text, updates, removals, now=moment)
@@ -390,7 +410,7 @@ def read_profiles(path: str) -> dict[str, ManagedProfile]:
     try:
         parser.read_string(text.removeprefix("\ufeff"), source=path)
     except configparser.Error as exc:
-        raise CredentialsFileError(f"{path}: does not parse: {first_line(exc)}") from None
+        raise CredentialsFileError(f"{path}: does not parse: {describe(exc)}") from None
     profiles: dict[str, ManagedProfile] = {}
     for name in parser.sections():
         section = parser[name]

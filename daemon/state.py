@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from daemon.atomic import replace_atomically
+from daemon.atomic import remove_stale_temps, replace_atomically
 from daemon.credfile import format_time
 from daemon.schedule import RoleState
 
@@ -64,6 +64,7 @@ def save_state(path: str, document: Mapping[str, Any]) -> None:
     """Atomically replace the state file (creating its directory 0700)."""
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
+    remove_stale_temps(path)  # only `run` writes it, and one `run` per file
     data = json.dumps(document, indent=1, sort_keys=True).encode()
     replace_atomically(path, data)
 

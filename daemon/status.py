@@ -20,6 +20,7 @@ from typing import Any, Final, TextIO
 from daemon.config import Config
 from daemon.credfile import ManagedProfile, format_time, parse_time, read_profiles
 from daemon.errors import CredentialsFileError
+from daemon.logs import scrub
 from daemon.schedule import human_duration
 from daemon.state import load_state
 
@@ -169,7 +170,7 @@ def status(
     try:
         in_file = read_profiles(config.credentials_file)
     except CredentialsFileError as exc:
-        print(f"credrefresh: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"credrefresh: {scrub(str(exc))}", file=sys.stderr)  # noqa: T201
         in_file = {}
     state = load_state(config.state_file)
     rows = decide(config, in_file, state, moment)

@@ -575,27 +575,28 @@ UNPARSEABLE = {
     "key-before-section": (
         b"aws_access_key_id = AKIAIOSFODNN7EXAMPLE\n[default]\nregion = eu-west-1\n",
         (
-            r"credentials: does not parse as an INI file: .*no section headers.*line: 1.*"
-            r"the file was left untouched$"
+            r"credentials: does not parse as an INI file: line 1: a line before the first "
+            r"\[section\] header; the file was left untouched$"
         ),
     ),
     "duplicate-section": (
         b"[default]\nregion = eu-west-1\n\n[work]\nregion = a\n[default]\nregion = b\n",
         (
-            r"credentials: does not parse as an INI file: .*section 'default' already exists.*"
+            r"credentials: does not parse as an INI file: line 6: duplicate section \[default\]; "
             r"the file was left untouched$"
         ),
     ),
     "duplicate-key": (
         b"[default]\nregion = eu-west-1\nregion = us-east-1\n",
         (
-            r"credentials: does not parse as an INI file: .*option 'region' in section 'default' "
-            r"already exists.*the file was left untouched$"
+            r"credentials: does not parse as an INI file: line 3: duplicate key 'region' in "
+            r"section \[default\]; the file was left untouched$"
         ),
     ),
     "stray-line": (
         b"[default]\nregion = eu-west-1\nthis is not a key\n",
-        r"credentials: does not parse as an INI file: .*line  3.*the file was left untouched$",
+        r"credentials: does not parse as an INI file: line 3: not a \[section\] header, a key = "
+        r"value pair or a comment; the file was left untouched$",
     ),
     "bom": (
         b"\xef\xbb\xbf[default]\nregion = eu-west-1\n",
@@ -616,6 +617,8 @@ def test_unparseable_file_is_never_rewritten(creds_path: Path, case: str) -> Non
     with pytest.raises(CredentialsFileError, match=message) as caught:
         update_profiles(str(creds_path), {"dev": make_issued("dev")}, now=NOW)
     assert str(caught.value).startswith(str(creds_path))
+    # The message never quotes the file's content (a line may hold a secret).
+    assert "eu-west-1" not in str(caught.value)
     assert snapshot(creds_path) == before
     assert temp_leftovers(creds_path.parent) == []
 
