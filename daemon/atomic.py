@@ -38,11 +38,14 @@ def replace_atomically(
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
         raise
-    dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    # The file is replaced; syncing the directory makes the rename durable. If that fails
+    # (some filesystems refuse it) the new file is still what readers see, so it is no error.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     return True
 
 

@@ -17,11 +17,11 @@ from daemon import __version__
 from daemon.config import Config, load_config
 from daemon.errors import AlreadyRunning, ConfigError, CredentialsFileError
 from daemon.logs import scrub
+from daemon.refresh import EXIT_FILE
 
 __all__ = ["main"]
 
 EXIT_USAGE: Final = 2
-EXIT_FILE: Final = 74
 EXIT_RUNNING: Final = 75
 EXIT_CONFIG: Final = 78
 

@@ -7,11 +7,12 @@ each message names the file, the key path (``roles[2].role_arn``) and what was e
 from __future__ import annotations
 
 import difflib
+import hashlib
 import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -227,6 +228,15 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     return _Validator(name, env).config(data)
 
 
+def default_state_name(credentials_file: str) -> str:
+    """``state-<hash>.json``, one per credentials file.
+
+    Two daemons of one user, for two credentials files, must never share a state file.
+    """
+    digest = hashlib.sha256(credentials_file.encode()).hexdigest()[:12]
+    return f"state-{digest}.json"
+
+
 def default_session_name(profile: str) -> str:
     """A valid RoleSessionName derived from the profile name."""
     cleaned = re.sub(r"[^\w+=,.@-]", "-", f"credrefresh-{profile}", flags=re.ASCII)
@@ -255,7 +265,7 @@ class _Validator:
         timeout = self.number(data, "sts_timeout", 10.0, 0.1, 300.0)
         attempts = self.integer(data, "sts_max_attempts", 5, 1, 20)
         retry_mode = self.choice(data, "retry_mode", "standard", ("standard", "adaptive"))
-        state_file = self.state_file(data.get("state_file"))
+        state_file = self.state_file(data.get("state_file"), credentials_file)
         metrics = self.metrics_address(data.get("metrics_address"))
         source = self.table(data, "source")
         self.unknown(source, SOURCE_KEYS, "source.")
@@ -264,7 +274,11 @@ class _Validator:
             self.profile_name(source_profile, "source.profile")
         raw_roles = data.get("roles")
         managed = (
-            {t.get("profile") for t in raw_roles if isinstance(t, dict)}
+            {
+                t["profile"]
+                for t in raw_roles
+                if isinstance(t, dict) and isinstance(t.get("profile"), str)
+            }
             if isinstance(raw_roles, list)
             else set()
         )
@@ -380,7 +394,7 @@ class _Validator:
             return expand(from_env or "~/.aws/credentials", self.env)
         return self.path_value(value, "credentials_file") or ""
 
-    def state_file(self, value: object) -> str:
+    def state_file(self, value: object, credentials_file: str) -> str:
         if value is not None:
             return self.path_value(value, "state_file") or ""
         state_dir = self.env.get("STATE_DIRECTORY", "").split(":")[0]
@@ -389,7 +403,7 @@ class _Validator:
             if not os.path.isabs(xdg):  # the XDG spec says to ignore relative values
                 xdg = expand("~/.local/state", self.env)
             state_dir = os.path.join(xdg, "credrefresh")
-        return os.path.join(state_dir, "state.json")
+        return os.path.join(state_dir, default_state_name(credentials_file))
 
     def region(self, value: object, key: str) -> str:
         if not isinstance(value, str) or not REGION_RE.fullmatch(value):
@@ -430,6 +444,12 @@ class _Validator:
                 key,
                 f"profile name {name!r} cannot contain '[', ']' or line breaks, "
                 "nor start or end with whitespace",
+            )
+        elif name == "DEFAULT":
+            self.fail(
+                key,
+                "'DEFAULT' is special to botocore's parser: its keys apply to every other "
+                "profile in the file; choose another name",
             )
 
     def refresh(self, table: Mapping[str, Any]) -> RefreshPolicy:
@@ -603,5 +623,4 @@ def type_name(value: object) -> str:
         list: "an array",
         dict: "a table",
     }
-    describe: Callable[[object], str] = lambda v: names.get(type(v), type(v).__name__)  # noqa: E731
-    return describe(value)
+    return names.get(type(value), type(value).__name__)

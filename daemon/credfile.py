@@ -21,6 +21,7 @@ import configparser
 import contextlib
 import fcntl
 import os
+import threading
 import time
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -264,8 +265,14 @@ def lock_path(path: str) -> str:
 
 
 @contextlib.contextmanager
-def locked(path: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
-    """Hold the writers' lock of ``path``; give up with an error after ``timeout`` seconds."""
+def locked(
+    path: str, timeout: float = LOCK_TIMEOUT, cancel: threading.Event | None = None
+) -> Iterator[None]:
+    """Hold the writers' lock of ``path``.
+
+    Give up with an error after ``timeout`` seconds, or as soon as ``cancel`` is set (the
+    daemon is stopping and will retry once, with a short bound).
+    """
     name = lock_path(path)
     try:
         fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -279,6 +286,8 @@ def locked(path: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if cancel is not None and cancel.is_set():
+                    raise CredentialsFileError(f"{name}: gave up waiting for the lock") from None
                 if time.monotonic() >= deadline:
                     raise CredentialsFileError(
                         f"{name}: another writer has held the lock for {timeout:g} s"
@@ -341,7 +350,8 @@ def wait_settled(target: str, settle: float = SETTLE, limit: float = SETTLE_LIMI
         except OSError:
             return  # absent or unreadable: read_text reports it
         age = time.time() - modified
-        if age >= settle or time.monotonic() >= deadline:
+        # A modification time in the future (clock skew) says nothing about a writer: go on.
+        if age >= settle or age < 0 or time.monotonic() >= deadline:
             return
         time.sleep(settle - max(age, 0.0))
 
@@ -357,6 +367,8 @@ def update_profiles(
     removals: Collection[str] = (),
     *,
     now: datetime | None = None,
+    lock_timeout: float = LOCK_TIMEOUT,
+    cancel: threading.Event | None = None,
 ) -> WriteReport:
     """Write ``updates`` and delete managed ``removals`` in one atomic replace of ``path``.
 
@@ -367,7 +379,7 @@ def update_profiles(
     target = os.path.realpath(path)
     moment = now or datetime.now(UTC)
     ensure_directory(target)
-    with locked(path):
+    with locked(path, lock_timeout, cancel):
         remove_stale_temps(target)
         for _ in range(STABLE_READ_TRIES):
             wait_settled(target)

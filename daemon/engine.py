@@ -8,11 +8,14 @@ write) and the signal handler (SIGTERM/SIGINT stop, SIGHUP reloads).
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import random
 import signal
+import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
@@ -21,7 +24,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from daemon.config import Config, Role, load_config, plan_reload
-from daemon.credfile import format_time
+from daemon.credfile import ManagedProfile, format_time, read_profiles
 from daemon.errors import ConfigError, CredentialsFileError, RefreshFailed
 from daemon.model import Issued
 from daemon.refresh import log_conflict, log_failed, log_refreshed, write
@@ -30,7 +33,9 @@ from daemon.schedule import (
     RoleState,
     after_failure,
     after_success,
+    newly_expired,
     next_refresh,
+    next_wait,
     status_line,
 )
 from daemon.state import save_state, state_document
@@ -40,7 +45,8 @@ __all__ = ["Clock", "Daemon", "Reloadable", "SystemClock"]
 
 SLICE: Final = 10.0  # longest single sleep: a clock jump or resume is noticed this fast
 STARTUP_LIMIT: Final = 60.0  # READY=1 by then even if some first calls still hang
-STOP_GRACE: Final = 10.0  # the last write must finish well inside TimeoutStopSec
+STOP_GRACE: Final = 10.0  # the last write must finish well inside TimeoutStopSec (30 s)
+WRITE_BACKOFF_MAX: Final = 60.0  # retry a failed file write at least this often
 
 
 # A long-running helper (the metrics endpoint) started in the daemon's task group.
@@ -109,10 +115,10 @@ class Daemon:
         observer: Observer | None = None,
         slice_s: float = SLICE,
         services: Sequence[Service] = (),
+        stop_grace: float = STOP_GRACE,
     ) -> None:
         self.config = config
-        self.slice_s = slice_s
-        self.services = tuple(services)
+        self.stop_grace = stop_grace
         self.sts = sts
         self.log = log
         self.clock = clock or SystemClock()
@@ -122,8 +128,16 @@ class Daemon:
         self.handle_signals = handle_signals
         self.loader = loader
         self.observer = observer
+        self.slice_s = slice_s
+        self.services = tuple(services)
+        # Generations only ever grow, so a call started before a reload can never pass for one
+        # started after it, even when a profile is removed and added back.
+        self.generations = itertools.count()
         now = self.clock.now()
-        self.states: dict[str, RoleState] = {r.profile: RoleState(r, due=now) for r in config.roles}
+        self.states: dict[str, RoleState] = {
+            r.profile: RoleState(r, due=now, generation=next(self.generations))
+            for r in config.roles
+        }
         self.limiter = anyio.CapacityLimiter(config.max_concurrency)
         self.in_flight: set[str] = set()
         self.pending: dict[str, Issued] = {}
@@ -136,11 +150,14 @@ class Daemon:
         self.wake_at = now  # when the scheduler will look again by itself
         self.write_wanted = anyio.Event()
         self.idle = anyio.Event()
+        self.reloading = anyio.Lock()
         self.state_dirty = False
-        self.last_write = -1e9
+        self.next_write_at = 0.0  # monotonic; writes are spaced and failed ones backed off
+        self.write_failures = 0
         self.last_ping = -1e9
         self.last_status = ""
         self.writes = 0
+        self.stopping = threading.Event()  # read by the writer thread waiting for the lock
         self._tg: TaskGroup | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -156,34 +173,44 @@ class Daemon:
             max_concurrency=self.config.max_concurrency,
             watchdog_s=self.watchdog,
         )
-        try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                if self.handle_signals:
-                    tg.start_soon(self._signals)
-                for service in self.services:
-                    await tg.start(service)
-                tg.start_soon(self._scheduler)
-                with anyio.move_on_after(STARTUP_LIMIT):
-                    await self.first_round.wait()
-                await self._flush()
-                self._notify_status(force=True)
-                self.notifier.send("READY=1")
-                self.log.info("daemon.ready", status=self.last_status)
-                self.ready.set()
-                task_status.started()
-                tg.start_soon(self._writer)
-        finally:
-            with anyio.move_on_after(STOP_GRACE, shield=True):
-                await self._flush()
-                await self.sts.reset()
-            self.log.info("daemon.stopped", writes=self.writes)
-            self.done.set()
+        await self._seed_from_file()
+        # The signal receiver stays open until the last write is done, so a second SIGTERM
+        # during that write cannot kill the process half way.
+        with contextlib.ExitStack() as stack:
+            signals = None
+            if self.handle_signals:
+                signals = stack.enter_context(
+                    anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+                )
+            try:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    if signals is not None:
+                        tg.start_soon(self._signals, signals)
+                    for service in self.services:
+                        await tg.start(service)
+                    tg.start_soon(self._scheduler)
+                    with anyio.move_on_after(STARTUP_LIMIT):
+                        await self.first_round.wait()
+                    await self._flush()
+                    self._notify_status(force=True)
+                    self.notifier.send("READY=1")
+                    self.log.info("daemon.ready", status=self.last_status)
+                    self.ready.set()
+                    task_status.started()
+                    tg.start_soon(self._writer)
+            finally:
+                with anyio.move_on_after(self.stop_grace, shield=True):
+                    await self._flush(lock_timeout=max(self.stop_grace - 2, 0.5), final=True)
+                    await self.sts.reset()
+                self.log.info("daemon.stopped", writes=self.writes)
+                self.done.set()
 
     def stop(self, reason: str = "requested") -> None:
         """Begin a graceful stop: in-flight calls are cancelled, a write in progress finishes."""
         self.log.info("daemon.stopping", reason=reason)
         self.notifier.send("STOPPING=1")
+        self.stopping.set()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
@@ -191,14 +218,23 @@ class Daemon:
         """Re-examine the schedule now (after a clock jump, say)."""
         self.wake.set()
 
-    async def _signals(self) -> None:
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    await self.reload()
-                else:
-                    self.stop(signal.Signals(signum).name)
-                    return
+    async def _signals(self, signals: AsyncIterator[int]) -> None:
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                # In its own task, so a slow reload never keeps a SIGTERM from being read.
+                assert self._tg is not None  # noqa: S101 - started from inside run()
+                self._tg.start_soon(self.reload)
+            else:
+                self.stop(signal.Signals(signum).name)
+
+    async def _seed_from_file(self) -> None:
+        """Learn the expiry of credentials already in the file, so it is reported and shown."""
+        try:
+            found = await anyio.to_thread.run_sync(read_profiles, self.config.credentials_file)
+        except CredentialsFileError:
+            return  # reported when the first write is attempted
+        for name, state in self.states.items():
+            self.states[name] = seeded(state, found.get(name))
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -212,20 +248,17 @@ class Daemon:
                     self._start(state)
             self._ping()
             self._notify_status()
-            wait = self._next_wait(now)
+            horizon = min(self.slice_s, self.watchdog) if self.watchdog else self.slice_s
+            wait = next_wait(
+                self.states,
+                in_flight=self.in_flight,
+                pending=self.pending,
+                now=now,
+                horizon=horizon,
+            )
             self.wake_at = now + timedelta(seconds=wait)
             with anyio.move_on_after(wait):
                 await self.wake.wait()
-
-    def _next_wait(self, now: datetime) -> float:
-        horizon = min(self.slice_s, self.watchdog) if self.watchdog else self.slice_s
-        soonest = horizon
-        for name, state in self.states.items():
-            if name not in self.in_flight:
-                soonest = min(soonest, (state.due - now).total_seconds())
-            if state.expiration is not None and not state.expired_reported:
-                soonest = min(soonest, (state.expiration - now).total_seconds())
-        return max(soonest, 0.0)
 
     def _start(self, state: RoleState) -> None:
         assert self._tg is not None  # noqa: S101 - only called from inside run()
@@ -285,62 +318,73 @@ class Daemon:
         self.write_wanted.set()
 
     def _report_expired(self, now: datetime) -> None:
-        for name, state in self.states.items():
-            expired = state.expiration is not None and state.expiration <= now
-            if expired and not state.expired_reported and name not in self.pending:
-                last = state.last_error
-                self.log.error(
-                    "role.expired",
-                    profile=name,
-                    role_arn=state.role.role_arn,
-                    expiration=format_time(state.expiration),  # type: ignore[arg-type]
-                    last_error_code=None if last is None else last.code,
-                )
-                self.states[name] = replace(state, expired_reported=True)
-                self.state_dirty = True
+        for name in newly_expired(self.states, pending=self.pending, now=now):
+            state = self.states[name]
+            self.log.error(
+                "role.expired",
+                profile=name,
+                role_arn=state.role.role_arn,
+                expiration=format_time(state.expiration or now),
+                last_error_code=None if state.last_error is None else state.last_error.code,
+            )
+            self.states[name] = replace(state, expired_reported=True)
+            self.state_dirty = True
 
     # -- writing ---------------------------------------------------------------------------
 
     async def _writer(self) -> None:
-        delay = self.config.refresh.write_delay
         while True:
             await self.write_wanted.wait()
             self.write_wanted = anyio.Event()
+            delay = self.config.refresh.write_delay
             # Let refreshes that are about to finish share this write, for at most `delay`.
             with anyio.move_on_after(delay):
                 while self.in_flight:
                     self.idle = anyio.Event()
                     await self.idle.wait()
-            # And never rewrite the file more than once per `delay`.
-            await anyio.sleep(max(0.0, self.last_write + delay - time.monotonic()))
+            # Never rewrite the file more than once per `delay`; after a failed write, wait
+            # out its backoff.
+            await anyio.sleep(max(0.0, self.next_write_at - time.monotonic()))
             await self._flush()
 
-    async def _flush(self) -> None:
+    async def _flush(self, lock_timeout: float | None = None, *, final: bool = False) -> None:
         updates, self.pending = self.pending, {}
         removals, self.removals = self.removals, set()
         if updates or removals:
-            await self._write(updates, removals)
+            await self._write(updates, removals, lock_timeout, final=final)
         if self.state_dirty:
             self.state_dirty = False
             await self._save_state()
 
-    async def _write(self, updates: dict[str, Issued], removals: set[str]) -> None:
+    async def _write(
+        self,
+        updates: dict[str, Issued],
+        removals: set[str],
+        lock_timeout: float | None,
+        *,
+        final: bool,
+    ) -> None:
         now = self.clock.now()
         path = self.config.credentials_file
         started = time.monotonic()
         try:
-            report = await write(self.config, updates, removals, now=now, log=self.log)
+            report = await write(
+                self.config,
+                updates,
+                removals,
+                now=now,
+                log=self.log,
+                lock_timeout=lock_timeout,
+                cancel=None if final else self.stopping,
+            )
         except CredentialsFileError as exc:
-            self.log.error("credentials_file.error", path=path, error=str(exc))
-            self.removals |= removals
-            for name in updates:
-                self._write_failed(name, ErrorInfo("CredentialsFileError", str(exc), True, now))
-            self.state_dirty = True
+            self._write_failed(updates, removals, exc, now)
             return
-        self.last_write = time.monotonic()
+        self.write_failures = 0
+        self.next_write_at = time.monotonic() + self.config.refresh.write_delay
         self.writes += int(report.changed)
         if self.observer is not None:
-            self.observer.written(self.last_write - started, report.changed)
+            self.observer.written(time.monotonic() - started, report.changed)
         for name in report.removed:
             self.log.info("profile.removed", profile=name, path=path)
         for name in report.conflicts:
@@ -348,7 +392,12 @@ class Daemon:
             if state is not None:
                 log_conflict(self.log, path, state.role)
                 message = "profile exists without the credrefresh marker; left untouched"
-                self._write_failed(name, ErrorInfo("ProfileConflict", message, False, now))
+                error = ErrorInfo("ProfileConflict", message, False, now)
+                self.states[name] = after_failure(
+                    state, error, policy=self.config.refresh, u=self.rng(), conflict=True
+                )
+                if self.observer is not None:
+                    self.observer.failed(name, error.code)
         for name in report.written:
             issued = updates[name]
             state = self.states.get(name)
@@ -367,18 +416,34 @@ class Daemon:
         self.state_dirty = True
         self._notify_status()
 
-    def _write_failed(self, name: str, error: ErrorInfo) -> None:
-        state = self.states.get(name)
-        if state is not None:
-            self.states[name] = after_failure(
-                state,
-                error,
-                policy=self.config.refresh,
-                u=self.rng(),
-                conflict=error.code == "ProfileConflict",
-            )
+    def _write_failed(
+        self,
+        updates: dict[str, Issued],
+        removals: set[str],
+        exc: CredentialsFileError,
+        now: datetime,
+    ) -> None:
+        """Keep what could not be written and retry the write alone, with its own backoff.
+
+        The credentials are still good; calling STS again for all of them at once would only
+        hammer it (and defeat the jitter).
+        """
+        self.log.error("credentials_file.error", path=self.config.credentials_file, error=str(exc))
+        self.write_failures += 1
+        backoff = min(WRITE_BACKOFF_MAX, 2.0 ** (self.write_failures - 1))
+        self.next_write_at = time.monotonic() + backoff
+        self.removals |= removals
+        error = ErrorInfo("CredentialsFileError", str(exc), True, now)
+        for name, issued in updates.items():
+            state = self.states.get(name)
+            if state is None or issued.credentials.expiration <= now:
+                continue
+            self.pending.setdefault(name, issued)  # a newer refresh may have arrived meanwhile
+            self.states[name] = replace(state, last_error=error)
             if self.observer is not None:
                 self.observer.failed(name, error.code)
+        self.state_dirty = True
+        self.write_wanted.set()
 
     async def _save_state(self) -> None:
         document = state_document(
@@ -415,13 +480,16 @@ class Daemon:
 
     async def reload(self) -> bool:
         """Reload the configuration file; keep the old one when the new one is invalid."""
-        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
-        try:
-            accepted = await self._reload()
-        finally:
-            self.notifier.send("READY=1")
-            self._notify_status(force=True)
-        return accepted
+        async with self.reloading:
+            self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            try:
+                accepted = await self._reload()
+            finally:
+                # Before the first round is written, READY=1 is still to come from run().
+                if self.ready.is_set():
+                    self.notifier.send("READY=1")
+                self._notify_status(force=True)
+            return accepted
 
     async def _reload(self) -> bool:
         old = self.config
@@ -431,6 +499,10 @@ class Daemon:
         except ConfigError as exc:
             self.log.error("config.rejected", path=old.path, errors=list(exc.problems))
             return False
+        except Exception as exc:  # noqa: BLE001 - a bad file must never end the daemon
+            problem = f"{old.path}: unexpected error: {type(exc).__name__}: {exc}"
+            self.log.error("config.rejected", path=old.path, errors=[problem])
+            return False
         now = self.clock.now()
         for name in plan.removed:
             del self.states[name]
@@ -438,10 +510,21 @@ class Daemon:
             self.removals.add(name)
         for role in new.roles:
             if role.profile in plan.added or role.profile in plan.changed:
-                previous = self.states.get(role.profile)
-                generation = 0 if previous is None else previous.generation + 1
-                self.states[role.profile] = RoleState(role, due=now, generation=generation)
+                self.removals.discard(role.profile)
                 self.pending.pop(role.profile, None)
+                previous = self.states.get(role.profile)
+                fresh = RoleState(role, due=now, generation=next(self.generations))
+                self.states[role.profile] = (
+                    fresh
+                    if previous is None
+                    else replace(
+                        fresh,
+                        expiration=previous.expiration,
+                        access_key_id=previous.access_key_id,
+                        last_success=previous.last_success,
+                        expired_reported=previous.expired_reported,
+                    )
+                )
         self.config = new
         self.limiter.total_tokens = new.max_concurrency
         if plan.sts_changed:
@@ -458,3 +541,15 @@ class Daemon:
         self.write_wanted.set()
         self.wake.set()
         return True
+
+
+def seeded(state: RoleState, found: ManagedProfile | None) -> RoleState:
+    """``state`` knowing the credentials already in the file for its role, if ours."""
+    if found is None or not found.managed or found.role_arn != state.role.role_arn:
+        return state
+    return replace(
+        state,
+        expiration=found.expiration,
+        access_key_id=found.access_key_id,
+        last_success=found.refreshed_at,
+    )

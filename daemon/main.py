@@ -9,6 +9,7 @@ import anyio
 from daemon.config import Config
 from daemon.credfile import instance_lock
 from daemon.engine import Daemon
+from daemon.errors import CredrefreshError
 from daemon.logs import get_logger
 from daemon.refresh import once
 from daemon.sts import AioStsClient
@@ -35,7 +36,7 @@ def run_daemon(config: Config) -> int:
     if config.metrics_address is not None:
         from daemon.metrics import Metrics  # noqa: PLC0415 - only when metrics are on
 
-        metrics = Metrics(*config.metrics_address)
+        metrics = Metrics(*config.metrics_address, config_path=config.path)
 
     async def main() -> None:
         services = [] if metrics is None else [partial(metrics.serve, log)]
@@ -54,6 +55,20 @@ def run_daemon(config: Config) -> int:
     try:
         with instance_lock(config.credentials_file):
             anyio.run(main, backend="asyncio")
+    except BaseExceptionGroup as group:
+        # A task group wraps what its tasks raise; our own errors carry the user's message.
+        ours = group.subgroup(lambda exc: isinstance(exc, CredrefreshError))
+        if ours is None:
+            raise
+        raise first_leaf(ours) from None
     finally:
         notifier.close()
     return 0
+
+
+def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first exception in a (nested) exception group."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from daemon.errors import ConfigError
 from daemon.model import Issued
 from daemon.schedule import RoleState
 
@@ -63,9 +64,10 @@ class _StateCollector(Collector):
 class Metrics:
     """The daemon's metrics and the HTTP endpoint that serves them (implements ``Observer``)."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, config_path: str = "config") -> None:
         self.host = host
         self.port = port
+        self.config_path = config_path
         self.registry = CollectorRegistry()
         self.refreshes = Counter(
             "credrefresh_refreshes",
@@ -137,7 +139,14 @@ class Metrics:
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                problem = (
+                    f"{self.config_path}: metrics_address: cannot listen on "
+                    f"{self.host}:{self.port}: {exc.strerror or exc}"
+                )
+                raise ConfigError(self.config_path, [problem]) from None
             server = site._server  # noqa: SLF001 - aiohttp exposes the bound port nowhere else
             sockets = getattr(server, "sockets", None) or []
             if sockets:

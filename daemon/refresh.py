@@ -5,6 +5,7 @@ Event names and fields here are the README's event catalogue; keep them in step.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -120,13 +121,22 @@ async def write(
     *,
     now: datetime,
     log: Any,  # noqa: ANN401
+    lock_timeout: float | None = None,
+    cancel: threading.Event | None = None,
 ) -> WriteReport:
-    """Write in a worker thread, shielded from cancellation so a write always finishes."""
+    """Write in a worker thread, shielded from cancellation so a write always finishes.
+
+    ``lock_timeout`` bounds the wait for another writer's lock (at shutdown, say); setting
+    ``cancel`` abandons that wait (a write already under the lock still completes).
+    """
     started = time.perf_counter()
+    write_file = partial(
+        update_profiles, config.credentials_file, updates, tuple(removals), now=now, cancel=cancel
+    )
+    if lock_timeout is not None:
+        write_file = partial(write_file, lock_timeout=lock_timeout)
     with anyio.CancelScope(shield=True):
-        report = await anyio.to_thread.run_sync(
-            partial(update_profiles, config.credentials_file, updates, tuple(removals), now=now)
-        )
+        report = await anyio.to_thread.run_sync(write_file)
     log_written(log, report, round((time.perf_counter() - started) * 1000, 1))
     return report
 

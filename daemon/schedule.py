@@ -20,7 +20,7 @@ Defaults, argued from the renewers people trust with secrets:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -33,7 +33,9 @@ __all__ = [
     "after_success",
     "backoff_delay",
     "human_duration",
+    "newly_expired",
     "next_refresh",
+    "next_wait",
     "retry_at",
     "status_line",
 ]
@@ -172,6 +174,43 @@ def after_failure(
         last_error=error,
         conflict=conflict,
     )
+
+
+def next_wait(
+    states: Mapping[str, RoleState],
+    *,
+    in_flight: Collection[str],
+    pending: Collection[str],
+    now: datetime,
+    horizon: float,
+) -> float:
+    """Seconds the scheduler may sleep: until the earliest due time, or expiry to report.
+
+    Roles in flight are not due again until their call ends; the old credentials of a role whose
+    new ones wait for the next write are not about to be reported expired. Never more than
+    ``horizon`` (the bounded slice that notices clock jumps), never negative.
+    """
+    soonest = horizon
+    for name, state in states.items():
+        if name not in in_flight:
+            soonest = min(soonest, (state.due - now).total_seconds())
+        if state.expiration is not None and not state.expired_reported and name not in pending:
+            soonest = min(soonest, (state.expiration - now).total_seconds())
+    return max(soonest, 0.0)
+
+
+def newly_expired(
+    states: Mapping[str, RoleState], *, pending: Collection[str], now: datetime
+) -> list[str]:
+    """Profiles whose credentials in the file have just expired (to report once each)."""
+    return [
+        name
+        for name, state in states.items()
+        if state.expiration is not None
+        and state.expiration <= now
+        and not state.expired_reported
+        and name not in pending
+    ]
 
 
 def human_duration(seconds: float) -> str:

@@ -173,6 +173,8 @@ def status(
         print(f"credrefresh: {scrub(str(exc))}", file=sys.stderr)  # noqa: T201
         in_file = {}
     state = load_state(config.state_file)
+    if state is not None and state.get("credentials_file") != config.credentials_file:
+        state = None  # another daemon's (for another file): its errors are not ours
     rows = decide(config, in_file, state, moment)
     code = exit_code(rows)
     if as_json:

@@ -162,6 +162,15 @@ def client_config(config: Config, session: AioSession) -> AioConfig:
     )
 
 
+def call_deadline(config: Config) -> float:
+    """The longest one AssumeRole call may take, in seconds.
+
+    Every attempt (connect and read timeouts) plus botocore's retry backoff, which it caps at
+    20 s per retry.
+    """
+    return config.sts_max_attempts * (2 * config.sts_timeout + 20)
+
+
 class _Generation:
     """One set of open clients. A reset retires it; it is closed once no call still uses it."""
 
@@ -244,8 +253,17 @@ class AioStsClient:
         generation = self._current
         generation.users += 1
         try:
-            client = await self._client(generation, role.region or generation.config.region)
-            response = await client.assume_role(**request(role))
+            # botocore bounds each HTTP attempt; this bounds the whole call, credential
+            # resolution (a hung credential_process, say) and retries included.
+            with anyio.fail_after(call_deadline(generation.config)):
+                client = await self._client(generation, role.region or generation.config.region)
+                response = await client.assume_role(**request(role))
+        except TimeoutError:
+            failure = RefreshFailed(
+                "Timeout",
+                f"no answer within {call_deadline(generation.config):g} s",
+                transient=True,
+            )
         except Exception as exc:  # noqa: BLE001 - one role's failure must never end the run
             failure = classify(exc)
         else:

@@ -41,13 +41,27 @@ class ScriptedSts:
         self.calls: list[str] = []
         self.resets = 0
         self.hang = False
+        self.gate: anyio.Event | None = None  # when set, calls wait for it
+        self._called = anyio.Event()
         self._serial = itertools.count()
+
+    async def wait_calls(
+        self, predicate: Callable[[list[str]], bool], timeout: float = 10.0
+    ) -> None:
+        """Wait (bounded) until the list of calls made so far satisfies ``predicate``."""
+        with anyio.fail_after(timeout):
+            while not predicate(self.calls):
+                await self._called.wait()
 
     async def assume(self, role: Role) -> Issued:
         self.calls.append(role.profile)
+        self._called.set()
+        self._called = anyio.Event()
         await anyio.lowlevel.checkpoint()
         if self.hang:
             await anyio.sleep_forever()
+        if self.gate is not None:
+            await self.gate.wait()
         if role.profile in self.always:
             raise self.always[role.profile]
         queue = self.queued.get(role.profile)

@@ -8,6 +8,7 @@ running the suite. Refusals are checked against the documented message shape:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import pwd
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +25,14 @@ ENV = {"HOME": HOME}
 ROLE = '[[roles]]\nprofile = "dev"\nrole_arn = "arn:aws:iam::123456789012:role/dev"\n'
 ROLE_ARN = "arn:aws:iam::123456789012:role/dev"
 SECOND_ROLE = '[[roles]]\nprofile = "ops"\nrole_arn = "arn:aws:iam::123456789012:role/ops"\n'
+
+
+def state_name(credentials_file: str) -> str:
+    """The default state file name: one per credentials file (sha256 of its path, 12 hex)."""
+    return f"state-{hashlib.sha256(credentials_file.encode()).hexdigest()[:12]}.json"
+
+
+H_STATE = state_name("/h/.aws/credentials")
 # What the readers of the credentials file split lines on: botocore reads it through a
 # universal-newline text stream and configupdater through StringIO; neither splits on \x0b,
 # \x85 or \u2028, so those inside a section name are harmless.
@@ -209,7 +218,7 @@ def test_minimal_config_gets_documented_defaults(tmp_path):
                 region=None,
             ),
         ),
-        state_file=f"{HOME}/.local/state/credrefresh/state.json",
+        state_file=f"{HOME}/.local/state/credrefresh/{state_name(f'{HOME}/.aws/credentials')}",
         metrics_address=None,
     )
 
@@ -251,29 +260,30 @@ def test_credentials_file_key_beats_environment(tmp_path):
 @pytest.mark.parametrize(
     ("environ", "state_file"),
     [
-        pytest.param({"HOME": "/h"}, "/h/.local/state/credrefresh/state.json", id="home"),
+        pytest.param({"HOME": "/h"}, f"/h/.local/state/credrefresh/{H_STATE}", id="home"),
         pytest.param(
-            {"HOME": "/h", "XDG_STATE_HOME": "/xdg"}, "/xdg/credrefresh/state.json", id="xdg"
+            {"HOME": "/h", "XDG_STATE_HOME": "/xdg"}, f"/xdg/credrefresh/{H_STATE}", id="xdg"
         ),
         pytest.param(
             {"HOME": "/h", "XDG_STATE_HOME": "/xdg", "STATE_DIRECTORY": "/var/lib/credrefresh"},
-            "/var/lib/credrefresh/state.json",
+            f"/var/lib/credrefresh/{H_STATE}",
             id="state-directory-beats-xdg",
         ),
         pytest.param(
             {"HOME": "/h", "STATE_DIRECTORY": "/var/lib/a:/var/lib/b"},
-            "/var/lib/a/state.json",
+            f"/var/lib/a/{H_STATE}",
             id="state-directory-first-of-list",
         ),
         pytest.param(
             {"HOME": "/h", "STATE_DIRECTORY": "", "XDG_STATE_HOME": ""},
-            "/h/.local/state/credrefresh/state.json",
+            f"/h/.local/state/credrefresh/{H_STATE}",
             id="empty-vars-ignored",
         ),
     ],
 )
 def test_state_file_default(tmp_path, environ, state_file):
     """state_file defaults to STATE_DIRECTORY, else XDG_STATE_HOME, else ~/.local/state."""
+    assert "state-" + hashlib.sha256(b"/h/.aws/credentials").hexdigest()[:12] + ".json" == H_STATE
     assert load_config(write(tmp_path, ROLE), environ=environ).state_file == state_file
 
 
@@ -288,7 +298,7 @@ def test_relative_xdg_state_home_is_ignored(tmp_path):
     """A relative XDG_STATE_HOME is ignored (XDG spec), so state_file stays absolute."""
     environ = {"HOME": "/h", "XDG_STATE_HOME": "relative/state"}
     state_file = load_config(write(tmp_path, ROLE), environ=environ).state_file
-    assert state_file == "/h/.local/state/credrefresh/state.json"
+    assert state_file == f"/h/.local/state/credrefresh/{H_STATE}"
 
 
 def test_tilde_user_is_not_glued_to_home(tmp_path):
@@ -951,3 +961,29 @@ def test_plan_reload_diffs_roles_and_refuses_fixed_settings(tmp_path):
     with pytest.raises(ConfigError) as refused:
         plan_reload(old, replace(old, credentials_file="/other/credentials"))
     assert "credentials_file: cannot change while running" in refused.value.problems[0]
+
+
+def test_two_credentials_files_get_two_default_state_files(tmp_path):
+    """Two daemons of one user, for two credentials files, never share a state file."""
+    path = write(tmp_path, ROLE)
+    one = load_config(path, environ={"HOME": "/h"}).state_file
+    two = load_config(
+        path, environ={"HOME": "/h", "AWS_SHARED_CREDENTIALS_FILE": "/x/c"}
+    ).state_file
+    assert one != two
+    assert one.rsplit("/", 1)[0] == two.rsplit("/", 1)[0]
+
+
+def test_default_profile_name_is_refused(tmp_path):
+    """A profile called DEFAULT would leak its keys into every other profile: refused."""
+    path = write(tmp_path, ROLE.replace('profile = "dev"', 'profile = "DEFAULT"'))
+    problems = refused(path)
+    assert len(problems) == 1
+    assert problems[0].startswith(f"{path}: roles[0].profile: 'DEFAULT' is special")
+
+
+def test_profile_of_the_wrong_type_with_a_source_profile_is_reported(tmp_path):
+    """A non-string profile next to [source] is a clean error, not a crash."""
+    path = write(tmp_path, '[source]\nprofile = "src"\n' + ROLE.replace('"dev"', '["dev"]'))
+    problems = refused(path)
+    assert [key_of(path, p) for p in problems] == ["roles[0].profile"]

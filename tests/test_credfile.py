@@ -595,8 +595,10 @@ UNPARSEABLE = {
     ),
     "stray-line": (
         b"[default]\nregion = eu-west-1\nthis is not a key\n",
-        r"credentials: does not parse as an INI file: line 3: not a \[section\] header, a key = "
-        r"value pair or a comment; the file was left untouched$",
+        (
+            r"credentials: does not parse as an INI file: line 3: not a \[section\] header, a "
+            r"key = value pair or a comment; the file was left untouched$"
+        ),
     ),
     "bom": (
         b"\xef\xbb\xbf[default]\nregion = eu-west-1\n",

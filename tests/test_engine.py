@@ -321,7 +321,7 @@ async def test_stop_cancels_hanging_calls_quickly(tmp_path):
         async with anyio.create_task_group() as tg:
             await tg.start(daemon.run)
             sts.hang = True
-            await log.wait_for(lambda _: sts.calls.count("h") >= 2)
+            await sts.wait_calls(lambda calls: calls.count("h") >= 2)
             daemon.stop()
     assert log.events[-1]["event"] == "daemon.stopped"
 
@@ -342,3 +342,158 @@ async def test_state_file_has_no_secrets(tmp_path):
     assert SECRET_PREFIX not in text
     assert TOKEN_PREFIX not in text
     assert '"AccessDenied"' in text
+
+
+async def test_removed_then_readded_profile_is_kept_and_stale_calls_dropped(tmp_path):
+    """A profile removed and added back is not deleted, and a call from before is not used."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["p", "q"])
+    without = replace(config, roles=config.roles[1:])
+    moved = replace(
+        config,
+        roles=(replace(config.roles[0], role_arn=config.roles[0].role_arn + "2"), config.roles[1]),
+    )
+    configs = iter([without, moved])
+    sts = ScriptedSts(clock, lifetime=3600)
+    daemon, log = build(config, sts, clock, loader=lambda _path: next(configs))
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        sts.gate = anyio.Event()  # the next calls hang until released
+        daemon.states["p"] = replace(daemon.states["p"], due=clock.now())
+        daemon.poke()
+        await sts.wait_calls(lambda calls: calls.count("p") == 2)  # in flight, OLD role
+        assert await daemon.reload()  # p removed
+        assert await daemon.reload()  # p back, on another role
+        sts.gate.set()
+        await sts.wait_calls(lambda calls: calls.count("p") == 3)
+        await log.wait_for(
+            lambda _: read(config)["p"]["credrefresh_role_arn"].endswith("/p2"), timeout=5
+        )
+        daemon.stop()
+    assert not log.named("profile.removed")
+    assert read(config)["p"]["credrefresh_role_arn"] == "arn:aws:iam::123456789012:role/p2"
+
+
+async def test_unexpected_reload_error_is_rejected_not_fatal(tmp_path):
+    """Any error while loading a new config is config.rejected; the daemon keeps running."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["a"])
+
+    def explode(_path: str) -> Config:
+        raise TypeError("unhashable type: 'list'")
+
+    sts = ScriptedSts(clock, lifetime=3600)
+    daemon, log = build(config, sts, clock, loader=explode)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        assert not await daemon.reload()
+        daemon.stop()
+    assert log.named("config.rejected")[0]["errors"] == [
+        f"{config.path}: unexpected error: TypeError: unhashable type: 'list'"
+    ]
+
+
+async def test_failed_write_retries_the_write_not_sts(tmp_path):
+    """While the file cannot be written, credentials are kept and only the write is retried."""
+    clock = JumpClock()
+    config = make_config(tmp_path, [f"p{i}" for i in range(5)])
+    path = tmp_path / "aws" / "credentials"
+    path.parent.mkdir()
+    path.write_bytes(b"[broken\n")
+    sts = ScriptedSts(clock, lifetime=3600)
+    daemon, log = build(config, sts, clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        await log.wait_count("credentials_file.error", 2, timeout=10)
+        assert len(sts.calls) == 5  # no new AssumeRole for credentials still valid
+        path.write_text("# fixed\n")
+        await log.wait_count("role.refreshed", 5, timeout=10)
+        daemon.stop()
+    assert sorted(read(config)) == [f"p{i}" for i in range(5)]
+    assert len(sts.calls) == 5
+
+
+async def test_changed_role_keeps_the_expiry_of_what_is_in_the_file(tmp_path):
+    """After a reload changes a role, the old credentials' expiry is still known and reported."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["x"])
+    changed = replace(config, roles=(replace(config.roles[0], session_name="other"),))
+    sts = ScriptedSts(clock, lifetime=0.8)
+    daemon, log = build(config, sts, clock, loader=lambda _path: changed)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        sts.always["x"] = DENIED
+        assert await daemon.reload()
+        assert daemon.states["x"].expiration is not None
+        await log.wait_count("role.expired", 1, timeout=5)
+        daemon.stop()
+    assert len(log.named("role.expired")) == 1
+
+
+async def test_reload_during_the_first_round_does_not_send_ready_early(tmp_path):
+    """READY=1 waits for the first round even when a reload comes first."""
+    address = str(tmp_path / "notify.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(address)
+    receiver.setblocking(False)
+    clock = JumpClock()
+    config = make_config(tmp_path, ["a"])
+    sts = ScriptedSts(clock, lifetime=3600)
+    sts.gate = anyio.Event()
+    notifier = Notifier({"NOTIFY_SOCKET": address})
+    daemon, log = build(config, sts, clock, notifier=notifier, loader=lambda _p: config)
+    messages: list[str] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                messages.append(receiver.recv(4096).decode())
+            except BlockingIOError:
+                return
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.run)
+            await sts.wait_calls(lambda calls: calls == ["a"])
+            await daemon.reload()
+            drain()
+            assert "READY=1" not in messages
+            sts.gate.set()
+            with anyio.fail_after(5):
+                await daemon.ready.wait()
+            daemon.stop()
+        drain()
+    finally:
+        receiver.close()
+        notifier.close()
+    assert messages.count("READY=1") == 1
+    assert (tmp_path / "aws" / "credentials").exists()
+
+
+async def test_stop_is_bounded_when_another_writer_holds_the_lock(tmp_path):
+    """A stop finishes within its grace even if the writers' lock is never released."""
+    import fcntl  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    from daemon.credfile import lock_path  # noqa: PLC0415
+
+    clock = JumpClock()
+    config = make_config(tmp_path, ["a"])
+    sts = ScriptedSts(clock, lifetime=3600)
+    daemon, log = build(config, sts, clock, stop_grace=2.5)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        fd = os.open(lock_path(config.credentials_file), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            daemon.states["a"] = replace(daemon.states["a"], due=clock.now())
+            daemon.poke()
+            await sts.wait_calls(lambda calls: len(calls) == 2)
+            await anyio.wait_all_tasks_blocked()  # the call has returned; the writer waits
+            with anyio.fail_after(6):
+                daemon.stop()
+                await daemon.done.wait()
+        finally:
+            os.close(fd)
+    assert log.events[-1]["event"] == "daemon.stopped"
+    assert log.named("credentials_file.error")

@@ -149,3 +149,26 @@ async def test_metrics_follow_a_profile_from_fresh_to_expired(tmp_path):
         (("error_code", "Throttling"), ("profile", "p")),
     )
     assert expired[throttled] >= 1
+
+
+def test_metrics_port_in_use_is_a_config_error_without_traceback(tmp_path, fake_sts):
+    """A metrics address that cannot be bound stops run with exit 78 and a clear message."""
+    import socket  # noqa: PLC0415
+
+    from process_support import clean_env, run_cli, write_config  # noqa: PLC0415
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(
+            tmp_path / "c.toml",
+            tmp_path / "credentials",
+            fake_sts.url,
+            ["a"],
+            metrics_address=f"127.0.0.1:{port}",
+        )
+        result = run_cli(["run", "--config", str(config)], clean_env(tmp_path), timeout=30)
+    assert result.returncode == 78
+    assert f"metrics_address: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

@@ -18,7 +18,9 @@ from daemon.schedule import (
     after_success,
     backoff_delay,
     human_duration,
+    newly_expired,
     next_refresh,
+    next_wait,
     retry_at,
     status_line,
 )
@@ -501,3 +503,18 @@ def test_status_line_accepts_a_generator():
     """Any iterable of states works, including a one-shot generator."""
     states = (fresh(timedelta(minutes=m)) for m in (40, 20))
     assert status_line(states, T0) == "2 fresh, 0 failing, next refresh in 20m"
+
+
+def test_next_wait_ignores_expiry_of_credentials_waiting_to_be_replaced():
+    """Old credentials whose replacement awaits the next write do not make the loop spin."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    role = Role("p", "arn:aws:iam::123456789012:role/p", "s")
+    state = RoleState(role, due=now + timedelta(seconds=30), expiration=now - timedelta(seconds=1))
+    states = {"p": state}
+    assert next_wait(states, in_flight=(), pending=("p",), now=now, horizon=10) == 10
+    assert next_wait(states, in_flight=(), pending=(), now=now, horizon=10) == 0
+    assert newly_expired(states, pending=("p",), now=now) == []
+    assert newly_expired(states, pending=(), now=now) == ["p"]
+    reported = {"p": replace(state, expired_reported=True)}
+    assert newly_expired(reported, pending=(), now=now) == []
+    assert next_wait(reported, in_flight=(), pending=(), now=now, horizon=10) == 10

@@ -154,3 +154,25 @@ def test_table_truncates_long_errors(tmp_path):
     table = render_table(rows)
     assert len(table.splitlines()) == 2
     assert table.splitlines()[1].endswith("...")
+
+
+def test_state_of_another_credentials_file_is_ignored(tmp_path):
+    """A state file written for another credentials file lends its errors to no profile."""
+    import json as _json  # noqa: PLC0415
+
+    config = make_config(tmp_path, ["x"])
+    state_path = tmp_path / "state" / "state.json"
+    state_path.parent.mkdir()
+    state_path.write_text(
+        _json.dumps(
+            {
+                "version": 1,
+                "credentials_file": "/somewhere/else",
+                "profiles": {"x": {"last_error": {"code": "AccessDenied", "message": "no"}}},
+            }
+        )
+    )
+    out = io.StringIO()
+    code = status(config, as_json=True, out=out, now=NOW)
+    row = json.loads(out.getvalue())["profiles"][0]
+    assert (row["state"], row["last_error_code"], code) == ("missing", None, 2)
