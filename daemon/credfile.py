@@ -356,6 +356,24 @@ def wait_settled(target: str, settle: float = SETTLE, limit: float = SETTLE_LIMI
         time.sleep(settle - max(age, 0.0))
 
 
+def stays_empty(target: str, limit: float = SETTLE_LIMIT, step: float = 0.05) -> bool:
+    """Whether an existing empty file is still empty after ``limit`` seconds.
+
+    An empty credentials file is almost always one the AWS CLI has truncated and not yet
+    rewritten (its timestamps may not even say so); writing our profiles onto that emptiness
+    would drop every other profile. So it must stay empty a while before we believe it.
+    """
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            if os.stat(target).st_size > 0:
+                return False
+        except OSError:
+            return False
+        time.sleep(step)
+    return True
+
+
 def unchanged(target: str, before: tuple[int, int, int] | None) -> bool:
     """Whether the file is still the one that was read (same inode, size and mtime)."""
     return identity(target) == before
@@ -384,6 +402,9 @@ def update_profiles(
         for _ in range(STABLE_READ_TRIES):
             wait_settled(target)
             text, before = read_text(target)
+            if before is not None and before[1] == 0 and not stays_empty(target):
+                continue  # someone was rewriting it: read what they wrote
+
             try:
                 new_text, written, removed, conflicts = render(text, updates, removals, now=moment)
             except CredentialsFileError as exc:

@@ -34,27 +34,58 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="credrefresh-margin-") as name:
         tmp = Path(name)
         fake = subprocess.Popen(
-            [sys.executable, "-m", "daemon.fakests", "--port", "0", "--latency", "0.05",
-             "--lifetime", str(args.lifetime)],
-            stdout=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "daemon.fakests",
+                "--port",
+                "0",
+                "--latency",
+                "0.05",
+                "--lifetime",
+                str(args.lifetime),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         daemon = None
         try:
             assert fake.stdout is not None
             url = json.loads(fake.stdout.readline())["url"]
             creds = tmp / "credentials"
-            lines = [f'credentials_file = "{creds}"', f'sts_endpoint_url = "{url}"',
-                     f'state_file = "{tmp / "state.json"}"', 'region = "us-east-1"']
+            lines = [
+                f'credentials_file = "{creds}"',
+                f'sts_endpoint_url = "{url}"',
+                f'state_file = "{tmp / "state.json"}"',
+                'region = "us-east-1"',
+            ]
             for i in range(args.roles):
-                lines += ["[[roles]]", f'profile = "r{i}"',
-                          f'role_arn = "arn:aws:iam::123456789012:role/r{i}"']
+                lines += [
+                    "[[roles]]",
+                    f'profile = "r{i}"',
+                    f'role_arn = "arn:aws:iam::123456789012:role/r{i}"',
+                ]
             (tmp / "c.toml").write_text("\n".join(lines) + "\n")
-            env = dict(os.environ, AWS_ACCESS_KEY_ID="AKIASOURCE", AWS_SECRET_ACCESS_KEY="x",
-                       AWS_EC2_METADATA_DISABLED="true")
+            env = dict(
+                os.environ,
+                AWS_ACCESS_KEY_ID="AKIASOURCE",
+                AWS_SECRET_ACCESS_KEY="x",
+                AWS_EC2_METADATA_DISABLED="true",
+            )
             daemon = subprocess.Popen(
-                [sys.executable, "-m", "daemon", "run", "--config", str(tmp / "c.toml"),
-                 "--log-format", "json"],
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    sys.executable,
+                    "-m",
+                    "daemon",
+                    "run",
+                    "--config",
+                    str(tmp / "c.toml"),
+                    "--log-format",
+                    "json",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             deadline = time.monotonic() + 30
             while not creds.exists() and time.monotonic() < deadline:
@@ -71,11 +102,18 @@ def main() -> int:
                         worst = min(worst, (expires - now).total_seconds())
                 reads += 1
                 time.sleep(args.interval)  # the reader's own pace, not a wait for anything
-            print(json.dumps({
-                "roles": args.roles, "lifetime_s": args.lifetime, "watched_s": args.duration,
-                "reads": reads, "min_remaining_s": round(worst, 3),
-                "min_remaining_fraction": round(worst / args.lifetime, 3),
-            }))
+            print(
+                json.dumps(
+                    {
+                        "roles": args.roles,
+                        "lifetime_s": args.lifetime,
+                        "watched_s": args.duration,
+                        "reads": reads,
+                        "min_remaining_s": round(worst, 3),
+                        "min_remaining_fraction": round(worst / args.lifetime, 3),
+                    }
+                )
+            )
             return 0 if worst >= args.lifetime / 4 else 1
         finally:
             for proc in (daemon, fake):
