@@ -350,6 +350,15 @@ class Daemon:
     async def _flush(self, lock_timeout: float | None = None, *, final: bool = False) -> None:
         updates, self.pending = self.pending, {}
         removals, self.removals = self.removals, set()
+        # Credentials that expired while waiting to be written (a long wait for the file to
+        # settle, say) are worth nothing in the file: refresh those roles again instead.
+        now = self.clock.now()
+        for name in [n for n, i in updates.items() if i.credentials.expiration <= now]:
+            del updates[name]
+            state = self.states.get(name)
+            if state is not None:
+                self.states[name] = replace(state, due=now)
+                self.wake.set()
         if updates or removals:
             await self._write(updates, removals, lock_timeout, final=final)
         if self.state_dirty:

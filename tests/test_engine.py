@@ -497,3 +497,25 @@ async def test_stop_is_bounded_when_another_writer_holds_the_lock(tmp_path):
             os.close(fd)
     assert log.events[-1]["event"] == "daemon.stopped"
     assert log.named("credentials_file.error")
+
+
+async def test_credentials_that_expired_before_the_write_are_not_written(tmp_path):
+    """Credentials already expired when their write comes are dropped and refreshed again."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["a"])
+    sts = ScriptedSts(clock, lifetime=3600)
+    daemon, log = build(config, sts, clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        first = read(config)["a"]["aws_access_key_id"]
+        sts.lifetime = 0.0  # the next credentials are expired by the time they would be written
+        daemon.states["a"] = replace(daemon.states["a"], due=clock.now())
+        daemon.poke()
+        await sts.wait_calls(lambda calls: len(calls) >= 3)
+        sts.lifetime = 3600
+        await log.wait_count("role.refreshed", 2)
+        daemon.stop()
+    written = log.named("role.refreshed")[1]
+    assert written["access_key_id"] != first
+    assert read(config)["a"]["aws_access_key_id"] == written["access_key_id"]
+    assert written["expiration"] > written["next_refresh_at"]
