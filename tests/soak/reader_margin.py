@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -66,11 +67,16 @@ def main() -> int:
                     f'role_arn = "arn:aws:iam::123456789012:role/r{i}"',
                 ]
             (tmp / "c.toml").write_text("\n".join(lines) + "\n")
+            # READY=1 on our own notify socket says the first round is written.
+            notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            notify.bind(str(tmp / "notify.sock"))
+            notify.settimeout(30)
             env = dict(
                 os.environ,
                 AWS_ACCESS_KEY_ID="AKIASOURCE",
                 AWS_SECRET_ACCESS_KEY="x",
                 AWS_EC2_METADATA_DISABLED="true",
+                NOTIFY_SOCKET=str(tmp / "notify.sock"),
             )
             daemon = subprocess.Popen(
                 [
@@ -87,9 +93,9 @@ def main() -> int:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            deadline = time.monotonic() + 30
-            while not creds.exists() and time.monotonic() < deadline:
-                time.sleep(0.01)  # the first write is what we measure from; bounded by deadline
+            while notify.recv(4096) != b"READY=1":  # bounded by the socket's timeout
+                pass
+            notify.close()
             reads = 0
             worst = float("inf")
             end = time.monotonic() + args.duration
