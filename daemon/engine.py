@@ -39,9 +39,10 @@ from daemon.schedule import (
     status_line,
 )
 from daemon.state import save_state, state_document
+from daemon.sts import StsClient
 from daemon.systemd import Notifier
 
-__all__ = ["Clock", "Daemon", "Reloadable", "SystemClock"]
+__all__ = ["Clock", "Daemon", "SystemClock"]
 
 SLICE: Final = 10.0  # longest single sleep: a clock jump or resume is noticed this fast
 STARTUP_LIMIT: Final = 60.0  # READY=1 by then even if some first calls still hang
@@ -69,18 +70,6 @@ class SystemClock:
         return datetime.now(UTC)
 
 
-class Reloadable(Protocol):
-    """An STS client that can adopt a new configuration."""
-
-    async def assume(self, role: Role) -> Issued:
-        """Call AssumeRole for ``role``."""
-        ...
-
-    async def reset(self, config: Config | None = None) -> None:
-        """Drop cached clients, adopting ``config`` when given."""
-        ...
-
-
 class Observer(Protocol):
     """Receives what happens, for metrics. Every method must be cheap and never raise."""
 
@@ -103,7 +92,7 @@ class Daemon:
     def __init__(
         self,
         config: Config,
-        sts: Reloadable,
+        sts: StsClient,
         *,
         log: Any,  # noqa: ANN401 - structlog's bound logger
         clock: Clock | None = None,

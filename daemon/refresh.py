@@ -15,7 +15,7 @@ from typing import Any, Final
 import anyio
 
 from daemon.config import Config, Role
-from daemon.credfile import WriteReport, format_time, update_profiles
+from daemon.credfile import LOCK_TIMEOUT, WriteReport, format_time, update_profiles
 from daemon.errors import CredentialsFileError, RefreshFailed
 from daemon.model import Issued
 from daemon.sts import StsClient
@@ -131,10 +131,14 @@ async def write(
     """
     started = time.perf_counter()
     write_file = partial(
-        update_profiles, config.credentials_file, updates, tuple(removals), now=now, cancel=cancel
+        update_profiles,
+        config.credentials_file,
+        updates,
+        tuple(removals),
+        now=now,
+        lock_timeout=LOCK_TIMEOUT if lock_timeout is None else lock_timeout,
+        cancel=cancel,
     )
-    if lock_timeout is not None:
-        write_file = partial(write_file, lock_timeout=lock_timeout)
     with anyio.CancelScope(shield=True):
         report = await anyio.to_thread.run_sync(write_file)
     log_written(log, report, round((time.perf_counter() - started) * 1000, 1))

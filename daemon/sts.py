@@ -74,10 +74,14 @@ SERVER_ERROR: Final = 500
 
 
 class StsClient(Protocol):
-    """Assumes one role; raises ``RefreshFailed`` on any failure."""
+    """Assumes one role (raising ``RefreshFailed`` on any failure); can adopt a new config."""
 
     async def assume(self, role: Role) -> Issued:
         """Call AssumeRole for ``role``."""
+        ...
+
+    async def reset(self, config: Config | None = None) -> None:
+        """Drop cached clients, adopting ``config`` when given."""
         ...
 
 
