@@ -26,7 +26,7 @@ def moto_url():
 @pytest.fixture
 def fake_sts():
     """Our fake STS (real HTTP/XML protocol) on loopback, with zero latency by default."""
-    from daemon.fakests import Faults, ThreadedFakeSTS  # noqa: PLC0415
+    from support.fakests import Faults, ThreadedFakeSTS  # noqa: PLC0415
 
     with ThreadedFakeSTS(Faults(latency=0)) as server:
         yield server

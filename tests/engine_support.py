@@ -12,9 +12,9 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from daemon.config import Config, RefreshPolicy, Role
-from daemon.errors import RefreshFailed
-from daemon.model import Credentials, Issued
+from credrefresh.config import Config, RefreshPolicy, Role
+from credrefresh.errors import RefreshFailed
+from credrefresh.model import Credentials, Issued
 
 SECRET_PREFIX = "SeCrEt"
 TOKEN_PREFIX = "ToKeN"

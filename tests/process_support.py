@@ -90,7 +90,7 @@ class Proc:
 
     def __init__(self, args: Sequence[str], env: dict[str, str]) -> None:
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "daemon", *args],
+            [sys.executable, "-m", "credrefresh", *args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -175,7 +175,7 @@ def run_cli(
 ) -> subprocess.CompletedProcess[str]:
     """Run a short credrefresh command to completion."""
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "credrefresh", *args],
         env=env,
         capture_output=True,
         text=True,

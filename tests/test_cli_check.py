@@ -1,6 +1,6 @@
 """The command line's side of the configuration contract, run as a real subprocess.
 
-Each test starts ``python -m daemon`` with a clean environment whose HOME is the test's
+Each test starts ``python -m credrefresh`` with a clean environment whose HOME is the test's
 ``tmp_path``, so defaults (``~/.aws/credentials``, ``~/.config/credrefresh``) land there.
 """
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.config import load_config
-from daemon.errors import ConfigError
+from credrefresh.config import load_config
+from credrefresh.errors import ConfigError
 
 EXIT_CONFIG = 78
 # Nothing listens on the discard port; no test here should get as far as calling STS anyway.
@@ -36,9 +36,9 @@ def clean_env(home: Path) -> dict[str, str]:
 
 
 def credrefresh(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m daemon ARGS`` with a clean environment, bounded in time."""
+    """Run ``python -m credrefresh ARGS`` with a clean environment, bounded in time."""
     return subprocess.run(
-        [sys.executable, "-m", "daemon", *args],
+        [sys.executable, "-m", "credrefresh", *args],
         env=clean_env(home),
         cwd=home,
         capture_output=True,

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.config import Config, RefreshPolicy, Role, load_config, plan_reload
-from daemon.errors import ConfigError
+from credrefresh.config import Config, RefreshPolicy, Role, load_config, plan_reload
+from credrefresh.errors import ConfigError
 
 HOME = "/home/tester"
 ENV = {"HOME": HOME}

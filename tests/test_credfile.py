@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run straight from a checkout, without installing
     sys.path.insert(0, str(REPO))
 
-from daemon import credfile  # noqa: E402
-from daemon.credfile import (  # noqa: E402
+from credrefresh import credfile  # noqa: E402
+from credrefresh.credfile import (  # noqa: E402
     MANAGED_COMMENT,
     MARKER_KEY,
     ManagedProfile,
@@ -46,8 +46,8 @@ from daemon.credfile import (  # noqa: E402
     render,
     update_profiles,
 )
-from daemon.errors import AlreadyRunning, CredentialsFileError  # noqa: E402
-from daemon.model import Credentials, Issued  # noqa: E402
+from credrefresh.errors import AlreadyRunning, CredentialsFileError  # noqa: E402
+from credrefresh.model import Credentials, Issued  # noqa: E402
 
 NOW = datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=45)
@@ -950,7 +950,7 @@ def test_read_profiles_reports_no_secrets(creds_path: Path) -> None:
 
 INSTANCE_HOLDER = r"""
 import sys
-from daemon.credfile import instance_lock
+from credrefresh.credfile import instance_lock
 with instance_lock(sys.argv[1]):
     print("held", flush=True)
     sys.stdin.readline()

@@ -6,9 +6,9 @@ import signal
 
 import pytest
 from botocore.configloader import raw_config_parse
-from process_support import NotifySocket, Proc, clean_env, run_cli, write_config
 
-from daemon.fakests import Faults
+from process_support import NotifySocket, Proc, clean_env, run_cli, write_config
+from support.fakests import Faults
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from daemon.config import REFRESH_KEYS, ROLE_KEYS, SOURCE_KEYS, TOP_KEYS, load_config
+from credrefresh.config import REFRESH_KEYS, ROLE_KEYS, SOURCE_KEYS, TOP_KEYS, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -43,9 +43,9 @@ def test_example_config_shows_every_key_and_is_valid(tmp_path):
 
 
 def test_event_catalogue_lists_every_event_the_code_logs():
-    """Every event name logged anywhere in daemon/ has a row in the README's catalogue."""
+    """Every event name the shipped package logs has a row in the README's catalogue."""
     logged: set[str] = set()
-    for path in (ROOT / "daemon").glob("*.py"):
+    for path in (ROOT / "daemon" / "credrefresh").glob("*.py"):
         if path.name == "fakests.py":
             continue
         text = path.read_text()

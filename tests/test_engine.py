@@ -10,6 +10,11 @@ from typing import Any
 import anyio
 import pytest
 from botocore.configloader import raw_config_parse
+
+from credrefresh.config import Config, Role
+from credrefresh.engine import Daemon
+from credrefresh.errors import ConfigError, RefreshFailed
+from credrefresh.systemd import Notifier
 from engine_support import (
     SECRET_PREFIX,
     TOKEN_PREFIX,
@@ -18,11 +23,6 @@ from engine_support import (
     ScriptedSts,
     make_config,
 )
-
-from daemon.config import Config, Role
-from daemon.engine import Daemon
-from daemon.errors import ConfigError, RefreshFailed
-from daemon.systemd import Notifier
 
 pytestmark = pytest.mark.anyio
 
@@ -475,7 +475,7 @@ async def test_stop_is_bounded_when_another_writer_holds_the_lock(tmp_path):
     import fcntl  # noqa: PLC0415
     import os  # noqa: PLC0415
 
-    from daemon.credfile import lock_path  # noqa: PLC0415
+    from credrefresh.credfile import lock_path  # noqa: PLC0415
 
     clock = JumpClock()
     config = make_config(tmp_path, ["a"])

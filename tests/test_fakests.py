@@ -27,11 +27,11 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run straight from a checkout, without installing
-    sys.path.insert(0, str(REPO))
+TESTS = Path(__file__).resolve().parent
+if str(TESTS) not in sys.path:  # the test support package lives beside this file
+    sys.path.insert(0, str(TESTS))
 
-from daemon.fakests import (  # noqa: E402
+from support.fakests import (  # noqa: E402
     DEFAULT_SOURCE_ARN,
     FakeSTS,
     Faults,
@@ -410,10 +410,10 @@ def _read_line(proc: subprocess.Popen[str], timeout: float) -> str:
 
 def _cli(*args: str) -> subprocess.Popen[str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
     return subprocess.Popen(
-        [sys.executable, "-m", "daemon.fakests", *args],
-        cwd=REPO,
+        [sys.executable, "-m", "support.fakests", *args],
+        cwd=TESTS,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

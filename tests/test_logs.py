@@ -1,4 +1,4 @@
-"""Tests of the redaction processor and the structlog set-up in ``daemon.logs``."""
+"""Tests of the redaction processor and the structlog set-up in ``credrefresh.logs``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 import structlog
 
-from daemon.logs import REDACTED, configure, get_logger, redact
+from credrefresh.logs import REDACTED, configure, get_logger, redact
 
 # A secret access key (40 base64 characters) and a session token (300), as STS returns them.
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"

@@ -10,12 +10,12 @@ from functools import partial
 import aiohttp
 import anyio
 import pytest
-from engine_support import JumpClock, Recorder, ScriptedSts, make_config
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.engine import Daemon
-from daemon.errors import RefreshFailed
-from daemon.metrics import Metrics
+from credrefresh.engine import Daemon
+from credrefresh.errors import RefreshFailed
+from credrefresh.metrics import Metrics
+from engine_support import JumpClock, Recorder, ScriptedSts, make_config
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -79,7 +79,7 @@ def test_demo_runs_offline_and_exits_zero(tmp_path):
         [
             sys.executable,
             "-m",
-            "daemon",
+            "credrefresh",
             "demo",
             "--duration",
             "5",

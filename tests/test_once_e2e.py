@@ -5,6 +5,7 @@ from __future__ import annotations
 import boto3
 import pytest
 from botocore.configloader import raw_config_parse
+
 from process_support import clean_env, run_cli, write_config
 
 SECRET_KEYS = ("aws_secret_access_key", "aws_session_token")
@@ -111,7 +112,7 @@ def test_once_never_overwrites_a_broken_file(tmp_path, moto_url, content):
 
 def test_once_exits_1_when_a_role_fails(tmp_path, fake_sts):
     """AccessDenied on one role: exit 1, the failure logged with its code, the rest written."""
-    from daemon.fakests import Faults  # noqa: PLC0415
+    from support.fakests import Faults  # noqa: PLC0415
 
     fake_sts.set_faults(
         Faults(latency=0, deny_roles=frozenset({"arn:aws:iam::123456789012:role/no"}))

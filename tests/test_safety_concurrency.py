@@ -3,7 +3,7 @@
 Two writers share the credentials file with credrefresh in the first test: ``run`` keeps
 four profiles fresh (rewriting the file about twice a second), ``once`` runs again and again
 beside it, and two editor processes take the writers' lock (``flock`` on
-``daemon.credfile.lock_path(path)``) to bump a counter in their own unmanaged profile, one
+``credrefresh.credfile.lock_path(path)``) to bump a counter in their own unmanaged profile, one
 replacing the file by rename, one rewriting it in place. Every editor write happens either
 right after credrefresh starts a write (so the two contend for the lock) or after a short
 pause. At the end each counter equals its number of writes, and every read taken under the
@@ -49,7 +49,10 @@ from pathlib import Path
 from typing import Self
 
 import pytest
+
+from credrefresh.credfile import lock_path
 from process_support import NotifySocket, Proc, run_cli, write_config
+from support.fakests import Faults
 from test_safety_secrets import (
     IN_CREATE,
     IN_MOVED_TO,
@@ -71,9 +74,6 @@ from test_safety_secrets import (
     soak_timeout,
     unmanaged_sections,
 )
-
-from daemon.credfile import lock_path
-from daemon.fakests import Faults
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(soak_timeout())]
 

@@ -30,7 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from process_support import NotifySocket, Proc, run_cli, write_config
+from support.fakests import Faults, ThreadedFakeSTS
 from test_safety_secrets import (
     IN_CREATE,
     IN_MOVED_TO,
@@ -50,8 +52,6 @@ from test_safety_secrets import (
     soak_timeout,
     unmanaged_sections,
 )
-
-from daemon.fakests import Faults, ThreadedFakeSTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(soak_timeout())]
 

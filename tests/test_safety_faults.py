@@ -1,7 +1,7 @@
 """Proof of safety, STS faults: ``run`` rides out every failure STS can throw at it.
 
 Each test runs ``credrefresh run --log-level debug`` as a real process against the fake STS
-(``daemon.fakests``), switches a fault on at runtime, waits until every affected profile has
+(``support.fakests``), switches a fault on at runtime, waits until every affected profile has
 felt it, switches it off, and checks, throughout and after:
 
 * the daemon stays up and stops cleanly on SIGTERM;
@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Self
 
 import pytest
+
 from process_support import Event, NotifySocket, Proc, run_cli, write_config
+from support.fakests import Faults, ThreadedFakeSTS
 from test_safety_secrets import (
     Sampler,
     SecretLedger,
@@ -50,8 +52,6 @@ from test_safety_secrets import (
     scaled,
     soak_timeout,
 )
-
-from daemon.fakests import Faults, ThreadedFakeSTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(soak_timeout())]
 

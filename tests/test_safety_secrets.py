@@ -37,10 +37,10 @@ from typing import Self
 
 import pytest
 from botocore.configloader import raw_config_parse
-from process_support import NotifySocket, Proc, clean_env, run_cli, write_config
 
-from daemon.credfile import MARKER_KEY, lock_path
-from daemon.fakests import Faults, ThreadedFakeSTS
+from credrefresh.credfile import MARKER_KEY, lock_path
+from process_support import NotifySocket, Proc, clean_env, run_cli, write_config
+from support.fakests import Faults, ThreadedFakeSTS
 
 # -- scale and figures ----------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Tests of the pure timing decisions in ``daemon.schedule``."""
+"""Tests of the pure timing decisions in ``credrefresh.schedule``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.config import RefreshPolicy, Role
-from daemon.schedule import (
+from credrefresh.config import RefreshPolicy, Role
+from credrefresh.schedule import (
     ErrorInfo,
     RoleState,
     after_failure,

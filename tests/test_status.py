@@ -8,13 +8,13 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
+from credrefresh.config import load_config
+from credrefresh.credfile import ManagedProfile
+from credrefresh.status import decide, exit_code, render_table, status
 from engine_support import make_config
 from process_support import clean_env, run_cli, write_config
-
-from daemon.config import load_config
-from daemon.credfile import ManagedProfile
-from daemon.fakests import Faults
-from daemon.status import decide, exit_code, render_table, status
+from support.fakests import Faults
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

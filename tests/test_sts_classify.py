@@ -1,4 +1,4 @@
-"""Tests of ``daemon.sts``: error classification, request building, and one call to moto."""
+"""Tests of ``credrefresh.sts``: error classification, request building, and one call to moto."""
 
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from daemon.config import Role, load_config
-from daemon.errors import RefreshFailed
-from daemon.sts import AioStsClient, classify, request
+from credrefresh.config import Role, load_config
+from credrefresh.errors import RefreshFailed
+from credrefresh.sts import AioStsClient, classify, request
 
 ENDPOINT = "https://sts.us-east-1.amazonaws.com"
 ROLE_ARN = "arn:aws:iam::123456789012:role/deploy"

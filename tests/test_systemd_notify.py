@@ -1,4 +1,4 @@
-"""Tests of the systemd notify protocol in ``daemon.systemd``, against real datagram sockets."""
+"""The systemd notify protocol in ``credrefresh.systemd``, against real datagram sockets."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.systemd import Notifier, watchdog_interval
+from credrefresh.systemd import Notifier, watchdog_interval
 
 RECEIVE_TIMEOUT = 5.0
 

@@ -5,7 +5,7 @@
 
 Every program measured runs as its own process; CPU seconds (user + sys) and peak RSS come from
 ``os.wait4`` on that process (a daemon's idle CPU from ``/proc/<pid>/stat``). The fake STS
-(``python -m daemon.fakests``) answers on 127.0.0.1 only, with the latency, credential lifetime
+(``python -m support.fakests``) answers on 127.0.0.1 only, with the latency, credential lifetime
 and error rate given here. The peers (the AWS CLI and awsume) are installed on first use into
 ``tests/perf/.peers-venv`` (gitignored); a peer that cannot be installed is skipped with a message.
 
@@ -122,7 +122,7 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 30.0) -> None:
 
 
 class FakeSts:
-    """``python -m daemon.fakests`` in its own process, on 127.0.0.1."""
+    """``python -m support.fakests`` in its own process, on 127.0.0.1."""
 
     def __init__(
         self, workdir: Path, *, latency: float, error_rate: float, lifetime: float | None = None
@@ -130,7 +130,7 @@ class FakeSts:
         self.argv = [
             sys.executable,
             "-m",
-            "daemon.fakests",
+            "support.fakests",
             "--host",
             "127.0.0.1",
             "--port",
@@ -150,7 +150,9 @@ class FakeSts:
 
     def __enter__(self) -> Self:
         with self.log.open("wb") as err:
-            self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=err, cwd=REPO)
+            self.proc = subprocess.Popen(
+                self.argv, stdout=subprocess.PIPE, stderr=err, cwd=REPO / "tests"
+            )
         try:
             self.url = json.loads(read_line(self.proc, 30.0))["url"]
         except BaseException:
@@ -260,7 +262,7 @@ def source_env(home: Path, **extra: str) -> dict[str, str]:
 def credrefresh() -> list[str]:
     """The ``credrefresh`` console script of this interpreter's venv, else ``python -m daemon``."""
     script = Path(sys.executable).parent / "credrefresh"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "daemon"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "credrefresh"]
 
 
 def events(path: Path) -> list[dict[str, Any]]:

@@ -38,7 +38,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "daemon.fakests",
+                "support.fakests",
                 "--port",
                 "0",
                 "--latency",
@@ -47,6 +47,7 @@ def main() -> int:
                 str(args.lifetime),
             ],
             stdout=subprocess.PIPE,
+            cwd=Path(__file__).resolve().parents[1],
             text=True,
         )
         daemon = None
@@ -82,7 +83,7 @@ def main() -> int:
                 [
                     sys.executable,
                     "-m",
-                    "daemon",
+                    "credrefresh",
                     "run",
                     "--config",
                     str(tmp / "c.toml"),

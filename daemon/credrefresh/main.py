@@ -6,14 +6,14 @@ from functools import partial
 
 import anyio
 
-from daemon.config import Config
-from daemon.credfile import instance_lock
-from daemon.engine import Daemon
-from daemon.errors import CredrefreshError
-from daemon.logs import get_logger
-from daemon.refresh import once
-from daemon.sts import AioStsClient
-from daemon.systemd import Notifier, watchdog_interval
+from credrefresh.config import Config
+from credrefresh.credfile import instance_lock
+from credrefresh.engine import Daemon
+from credrefresh.errors import CredrefreshError
+from credrefresh.logs import get_logger
+from credrefresh.refresh import once
+from credrefresh.sts import AioStsClient
+from credrefresh.systemd import Notifier, watchdog_interval
 
 __all__ = ["run_daemon", "run_once"]
 
@@ -34,7 +34,7 @@ def run_daemon(config: Config) -> int:
     log = get_logger()
     metrics = None
     if config.metrics_address is not None:
-        from daemon.metrics import Metrics  # noqa: PLC0415 - only when metrics are on
+        from credrefresh.metrics import Metrics  # noqa: PLC0415 - only when metrics are on
 
         metrics = Metrics(*config.metrics_address, config_path=config.path)
 

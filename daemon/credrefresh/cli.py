@@ -13,11 +13,11 @@ import sys
 from collections.abc import Sequence
 from typing import Final
 
-from daemon import __version__
-from daemon.config import Config, load_config
-from daemon.errors import AlreadyRunning, ConfigError, CredentialsFileError
-from daemon.logs import scrub
-from daemon.refresh import EXIT_FILE
+from credrefresh import __version__
+from credrefresh.config import Config, load_config
+from credrefresh.errors import AlreadyRunning, ConfigError, CredentialsFileError
+from credrefresh.logs import scrub
+from credrefresh.refresh import EXIT_FILE
 
 __all__ = ["main"]
 
@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "demo":
-            from daemon.demo import demo  # noqa: PLC0415 - only the demo needs the fake STS
+            from credrefresh.demo import demo  # noqa: PLC0415 - only the demo needs the fake STS
 
             return demo(
                 duration=args.duration,
@@ -91,17 +91,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(summary(config))  # noqa: T201 - check's output is for the person who ran it
             return 0
         if args.command == "status":
-            from daemon.status import status  # noqa: PLC0415
+            from credrefresh.status import status  # noqa: PLC0415
 
             return status(config, as_json=args.json)
-        from daemon.logs import configure  # noqa: PLC0415
+        from credrefresh.logs import configure  # noqa: PLC0415
 
         configure(args.log_format, args.log_level)
         if args.command == "once":
-            from daemon.main import run_once  # noqa: PLC0415
+            from credrefresh.main import run_once  # noqa: PLC0415
 
             return run_once(config)
-        from daemon.main import run_daemon  # noqa: PLC0415
+        from credrefresh.main import run_daemon  # noqa: PLC0415
 
         return run_daemon(config)
     except ConfigError as exc:

@@ -1,8 +1,9 @@
 """``credrefresh demo``: the real daemon against an embedded fake STS on 127.0.0.1.
 
-No AWS account and no network: the fake STS (``daemon.fakests``) speaks the real STS protocol and
-issues short-lived, obviously fake credentials, so refreshes scroll by within seconds. Everything
-lives in a temporary directory that is removed when the demo stops (Ctrl-C or ``--duration``).
+No AWS account and no network: the embedded STS (``credrefresh.demosts``) speaks the real STS
+protocol and issues short-lived, obviously fake credentials, so refreshes scroll by within
+seconds. Everything lives in a temporary directory that is removed when the demo stops (Ctrl-C or
+``--duration``).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from pathlib import Path
 
 import anyio
 
-from daemon.config import load_config
-from daemon.engine import Daemon
-from daemon.fakests import Faults, serve
-from daemon.logs import configure, get_logger
-from daemon.metrics import Metrics
-from daemon.sts import AioStsClient
+from credrefresh.config import load_config
+from credrefresh.demosts import serve_demo
+from credrefresh.engine import Daemon
+from credrefresh.logs import configure, get_logger
+from credrefresh.metrics import Metrics
+from credrefresh.sts import AioStsClient
 
 __all__ = ["demo"]
 
@@ -94,7 +95,7 @@ def demo(
 
 async def _demo(tmp: Path, duration: float | None, roles: int, lifetime: float) -> None:
     log = get_logger()
-    async with serve(Faults(latency=0.02, lifetime=lifetime)) as sts:
+    async with serve_demo(lifetime) as sts:
         (tmp / "credentials").write_text(SOURCE)
         (tmp / "credentials").chmod(0o600)
         config_path = tmp / "config.toml"

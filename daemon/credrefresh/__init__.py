@@ -1,6 +1,8 @@
 """credrefresh: keep AWS IAM role credentials fresh in the shared credentials file."""
 
-from daemon.errors import (
+from importlib.metadata import PackageNotFoundError, version
+
+from credrefresh.errors import (
     AlreadyRunning,
     ConfigError,
     CredentialsFileError,
@@ -8,7 +10,10 @@ from daemon.errors import (
     RefreshFailed,
 )
 
-__version__ = "0.1.0"
+try:
+    __version__ = version("credrefresh")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AlreadyRunning",

@@ -23,12 +23,12 @@ from typing import Any, Final, Protocol
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from daemon.config import Config, Role, load_config, plan_reload
-from daemon.credfile import ManagedProfile, format_time, read_profiles
-from daemon.errors import ConfigError, CredentialsFileError, RefreshFailed
-from daemon.model import Issued
-from daemon.refresh import log_conflict, log_failed, log_refreshed, write
-from daemon.schedule import (
+from credrefresh.config import Config, Role, load_config, plan_reload
+from credrefresh.credfile import ManagedProfile, format_time, read_profiles
+from credrefresh.errors import ConfigError, CredentialsFileError, RefreshFailed
+from credrefresh.model import Issued
+from credrefresh.refresh import log_conflict, log_failed, log_refreshed, write
+from credrefresh.schedule import (
     ErrorInfo,
     RoleState,
     after_failure,
@@ -38,9 +38,9 @@ from daemon.schedule import (
     next_wait,
     status_line,
 )
-from daemon.state import save_state, state_document
-from daemon.sts import StsClient
-from daemon.systemd import Notifier
+from credrefresh.state import save_state, state_document
+from credrefresh.sts import StsClient
+from credrefresh.systemd import Notifier
 
 __all__ = ["Clock", "Daemon", "SystemClock"]
 

@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
-from daemon.config import Config
-from daemon.credfile import ManagedProfile, format_time, parse_time, read_profiles
-from daemon.errors import CredentialsFileError
-from daemon.logs import scrub
-from daemon.schedule import human_duration
-from daemon.state import load_state
+from credrefresh.config import Config
+from credrefresh.credfile import ManagedProfile, format_time, parse_time, read_profiles
+from credrefresh.errors import CredentialsFileError
+from credrefresh.logs import scrub
+from credrefresh.schedule import human_duration
+from credrefresh.state import load_state
 
 __all__ = ["ProfileStatus", "decide", "exit_code", "render_table", "status"]
 

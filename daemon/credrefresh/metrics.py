@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from daemon.errors import ConfigError
-from daemon.model import Issued
-from daemon.schedule import RoleState
+from credrefresh.errors import ConfigError
+from credrefresh.model import Issued
+from credrefresh.schedule import RoleState
 
 __all__ = ["Metrics"]
 

@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from daemon.atomic import remove_stale_temps, replace_atomically
-from daemon.credfile import format_time
-from daemon.schedule import RoleState
+from credrefresh.atomic import remove_stale_temps, replace_atomically
+from credrefresh.credfile import format_time
+from credrefresh.schedule import RoleState
 
 __all__ = ["STATE_VERSION", "load_state", "save_state", "state_document"]
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from daemon.errors import ConfigError
+from credrefresh.errors import ConfigError
 
 __all__ = ["Config", "RefreshPolicy", "ReloadPlan", "Role", "load_config", "plan_reload"]
 
@@ -72,7 +72,7 @@ class Role:
 
 @dataclass(frozen=True, slots=True)
 class RefreshPolicy:
-    """When to refresh and how to back off; see ``daemon.schedule``.
+    """When to refresh and how to back off; see ``credrefresh.schedule``.
 
     Attributes:
         refresh_at: Fraction of the real lifetime after which a refresh is due.

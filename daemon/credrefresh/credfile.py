@@ -32,9 +32,9 @@ from typing import Final
 from configupdater import ConfigUpdater, Option, Section
 from configupdater.parser import ParsingError as UpdaterParsingError
 
-from daemon.atomic import remove_stale_temps, replace_atomically
-from daemon.errors import AlreadyRunning, CredentialsFileError
-from daemon.model import Issued
+from credrefresh.atomic import remove_stale_temps, replace_atomically
+from credrefresh.errors import AlreadyRunning, CredentialsFileError
+from credrefresh.model import Issued
 
 __all__ = [
     "MARKER_KEY",

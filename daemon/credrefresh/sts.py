@@ -35,10 +35,10 @@ from botocore.exceptions import (
 )
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
-from daemon import __version__
-from daemon.config import Config, Role
-from daemon.errors import RefreshFailed
-from daemon.model import Credentials, Issued
+from credrefresh import __version__
+from credrefresh.config import Config, Role
+from credrefresh.errors import RefreshFailed
+from credrefresh.model import Credentials, Issued
 
 __all__ = ["AioStsClient", "StsClient", "classify"]
 
@@ -145,7 +145,7 @@ def client_config(config: Config, session: AioSession) -> AioConfig:
     """The botocore client configuration for ``config``.
 
     * The connection pool holds ``max_concurrency`` connections, so no call waits for one.
-    * ``parameter_validation`` is off: ``daemon.config`` has validated every value already.
+    * ``parameter_validation`` is off: ``credrefresh.config`` has validated every value already.
     * The User-Agent is fixed once, in botocore's classic form plus ``credrefresh/<version>``.
       botocore otherwise rebuilds its structured one twice per call (sanitising each piece,
       character by character): the largest single CPU cost of a refresh. CloudTrail still

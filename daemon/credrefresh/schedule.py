@@ -24,7 +24,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from daemon.config import RefreshPolicy, Role
+from credrefresh.config import RefreshPolicy, Role
 
 __all__ = [
     "ErrorInfo",

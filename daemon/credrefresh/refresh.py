@@ -14,11 +14,11 @@ from typing import Any, Final
 
 import anyio
 
-from daemon.config import Config, Role
-from daemon.credfile import LOCK_TIMEOUT, WriteReport, format_time, update_profiles
-from daemon.errors import CredentialsFileError, RefreshFailed
-from daemon.model import Issued
-from daemon.sts import StsClient
+from credrefresh.config import Config, Role
+from credrefresh.credfile import LOCK_TIMEOUT, WriteReport, format_time, update_profiles
+from credrefresh.errors import CredentialsFileError, RefreshFailed
+from credrefresh.model import Issued
+from credrefresh.sts import StsClient
 
 __all__ = [
     "EXIT_FAILED",

@@ -31,7 +31,7 @@ Ways to run it:
 
 * ``async with serve(Faults(lifetime=5)) as sts: ...`` inside an event loop;
 * ``ThreadedFakeSTS`` for synchronous code (its own loop in a daemon thread);
-* ``python -m daemon.fakests --port 0 --lifetime 20`` as a separate process,
+* ``python -m support.fakests --port 0 --lifetime 20`` as a separate process,
   which prints one JSON line ``{"url": ..., "port": ..., "pid": ...}`` to
   stdout once it is listening and exits 0 on SIGTERM or SIGINT.
 
@@ -43,18 +43,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import concurrent.futures
 import contextlib
 import dataclasses
-import hashlib
-import ipaddress
 import json
 import math
 import os
 import random
 import re
-import secrets
 import signal
 import sys
 import threading
@@ -66,9 +62,25 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Final, Self, TypeVar
 from urllib.parse import parse_qsl
-from xml.sax.saxutils import escape
 
 from aiohttp import web
+
+from credrefresh.demosts import (
+    DEFAULT_ACCOUNT,
+    DEFAULT_SOURCE_ARN,
+    STS_NAMESPACE,
+    assume_role_xml,
+    caller_access_key,
+    caller_identity_xml,
+    error_xml,
+    is_loopback,
+    iso8601,
+    new_access_key_id,
+    new_secret_access_key,
+    new_session_token,
+    role_id,
+)
+from credrefresh.demosts import Identity as _Identity
 
 __all__ = [
     "DEFAULT_ACCOUNT",
@@ -85,17 +97,7 @@ __all__ = [
     "serve",
 ]
 
-STS_NAMESPACE: Final = "https://sts.amazonaws.com/doc/2011-06-15/"
-"""XML namespace of every STS answer."""
-
 STS_VERSION: Final = "2011-06-15"
-DEFAULT_ACCOUNT: Final = "123456789012"
-"""Account reported for callers whose access key this server did not issue."""
-
-DEFAULT_SOURCE_ARN: Final = f"arn:aws:iam::{DEFAULT_ACCOUNT}:user/source"
-"""Identity reported for callers whose access key this server did not issue."""
-
-_DEFAULT_SOURCE_USER_ID: Final = "AIDAFAKESTSSOURCEUSER"
 _RECENT_CALLS: Final = 256
 _MIN_DURATION: Final = 900
 _MAX_DURATION: Final = 43200
@@ -109,7 +111,6 @@ _ROLE_ARN_RE: Final = re.compile(
     re.ASCII,
 )
 _SESSION_NAME_RE: Final = re.compile(r"[\w+=,.@-]{2,64}", re.ASCII)
-_CREDENTIAL_RE: Final = re.compile(r"Credential=([A-Za-z0-9]+)/")
 
 _T = TypeVar("_T")
 
@@ -310,16 +311,6 @@ class AssumeRoleCall:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class _Identity:
-    """Who an issued access key belongs to."""
-
-    arn: str
-    account: str
-    user_id: str
-    expires_at: float | None
-
-
 class _Counters:
     """Mutable counters behind :class:`Stats` (event-loop thread only)."""
 
@@ -381,52 +372,6 @@ def _validation_error(message: str) -> _STSError:
 # --------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------
-
-
-def _is_loopback(host: str) -> bool:
-    """Whether ``host`` is ``localhost`` or a loopback IP address."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _new_access_key_id() -> str:
-    # base32 of 10 random bytes is exactly 16 chars of [A-Z2-7].
-    return "ASIA" + base64.b32encode(secrets.token_bytes(10)).decode("ascii")
-
-
-def _new_secret_access_key() -> str:
-    return base64.b64encode(secrets.token_bytes(30)).decode("ascii")  # 40 chars
-
-
-def _new_session_token() -> str:
-    return base64.b64encode(secrets.token_bytes(300)).decode("ascii")  # 400 chars
-
-
-def _role_id(role_arn: str) -> str:
-    """A stable fake ``AROA...`` role id (21 chars) derived from the role ARN."""
-    digest = hashlib.blake2b(role_arn.encode(), digest_size=11).digest()
-    return "AROA" + base64.b32encode(digest).decode("ascii")[:17]
-
-
-def _iso8601(epoch_seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_seconds))
-
-
-def _caller_access_key(request: web.Request, params: Mapping[str, str]) -> str | None:
-    """Read the access key id from a SigV4 header or presigned query string."""
-    auth = request.headers.get("Authorization")
-    if auth:
-        match = _CREDENTIAL_RE.search(auth)
-        if match:
-            return match.group(1)
-    credential = params.get("X-Amz-Credential")
-    if credential:
-        return credential.split("/", 1)[0] or None
-    return None
 
 
 def _members(params: Mapping[str, str], prefix: str, suffix: str) -> list[str]:
@@ -570,16 +515,7 @@ def _xml_response(body: str, request_id: str, status: int = 200) -> web.Response
 
 
 def _error_response(err: _STSError, request_id: str) -> web.Response:
-    body = (
-        f'<ErrorResponse xmlns="{STS_NAMESPACE}">\n'
-        "  <Error>\n"
-        f"    <Type>{'Sender' if err.sender else 'Receiver'}</Type>\n"
-        f"    <Code>{escape(err.code)}</Code>\n"
-        f"    <Message>{escape(err.message)}</Message>\n"
-        "  </Error>\n"
-        f"  <RequestId>{request_id}</RequestId>\n"
-        "</ErrorResponse>\n"
-    )
+    body = error_xml(err.code, err.message, request_id, sender=err.sender)
     return _xml_response(body, request_id, err.status)
 
 
@@ -620,7 +556,7 @@ class FakeSTS:
         backlog: int = 4096,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if not _is_loopback(host):
+        if not is_loopback(host):
             raise ValueError(f"FakeSTS only listens on loopback addresses, not {host!r}")
         if max_identities < 1:
             raise ValueError("max_identities must be >= 1")
@@ -863,7 +799,7 @@ class FakeSTS:
             latency = self._faults.latency
             if latency > 0:
                 await asyncio.sleep(latency)
-            return self._answer(action, params, _caller_access_key(request, params))
+            return self._answer(action, params, caller_access_key(request.headers, params))
         finally:
             # Counters may have been reset meanwhile: decrement the live ones.
             self._counters.in_flight -= 1
@@ -956,11 +892,11 @@ class FakeSTS:
         expires_at = math.ceil(
             self._clock() + (lifetime if lifetime is not None else float(req.duration_seconds))
         )
-        expiration = _iso8601(expires_at)
-        access_key_id = _new_access_key_id()
-        secret_access_key = _new_secret_access_key()
-        session_token = _new_session_token()
-        assumed_role_id = f"{_role_id(role_arn)}:{session_name}"
+        expiration = iso8601(expires_at)
+        access_key_id = new_access_key_id()
+        secret_access_key = new_secret_access_key()
+        session_token = new_session_token()
+        assumed_role_id = f"{role_id(role_arn)}:{session_name}"
         assumed_arn = (
             f"arn:{req.partition}:sts::{req.account}:assumed-role/{req.role_name}/{session_name}"
         )
@@ -987,50 +923,20 @@ class FakeSTS:
             )
         )
 
-        source_identity_xml = (
-            f"    <SourceIdentity>{escape(req.source_identity)}</SourceIdentity>\n"
-            if req.source_identity is not None
-            else ""
-        )
-        return (
-            f'<AssumeRoleResponse xmlns="{STS_NAMESPACE}">\n'
-            "  <AssumeRoleResult>\n"
-            "    <Credentials>\n"
-            f"      <AccessKeyId>{access_key_id}</AccessKeyId>\n"
-            f"      <SecretAccessKey>{secret_access_key}</SecretAccessKey>\n"
-            f"      <SessionToken>{session_token}</SessionToken>\n"
-            f"      <Expiration>{expiration}</Expiration>\n"
-            "    </Credentials>\n"
-            "    <AssumedRoleUser>\n"
-            f"      <AssumedRoleId>{escape(assumed_role_id)}</AssumedRoleId>\n"
-            f"      <Arn>{escape(assumed_arn)}</Arn>\n"
-            "    </AssumedRoleUser>\n"
-            f"    <PackedPolicySize>{req.packed_policy_size}</PackedPolicySize>\n"
-            f"{source_identity_xml}"
-            "  </AssumeRoleResult>\n"
-            "  <ResponseMetadata>\n"
-            f"    <RequestId>{request_id}</RequestId>\n"
-            "  </ResponseMetadata>\n"
-            "</AssumeRoleResponse>\n"
+        return assume_role_xml(
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+            session_token=session_token,
+            expiration=expiration,
+            assumed_role_id=assumed_role_id,
+            assumed_arn=assumed_arn,
+            request_id=request_id,
+            packed_policy_size=req.packed_policy_size,
+            source_identity=req.source_identity,
         )
 
     def _get_caller_identity(self, identity: _Identity | None, request_id: str) -> str:
-        if identity is None:
-            arn, user_id, account = DEFAULT_SOURCE_ARN, _DEFAULT_SOURCE_USER_ID, DEFAULT_ACCOUNT
-        else:
-            arn, user_id, account = identity.arn, identity.user_id, identity.account
-        return (
-            f'<GetCallerIdentityResponse xmlns="{STS_NAMESPACE}">\n'
-            "  <GetCallerIdentityResult>\n"
-            f"    <Arn>{escape(arn)}</Arn>\n"
-            f"    <UserId>{escape(user_id)}</UserId>\n"
-            f"    <Account>{account}</Account>\n"
-            "  </GetCallerIdentityResult>\n"
-            "  <ResponseMetadata>\n"
-            f"    <RequestId>{request_id}</RequestId>\n"
-            "  </ResponseMetadata>\n"
-            "</GetCallerIdentityResponse>\n"
-        )
+        return caller_identity_xml(identity, request_id)
 
 
 @contextlib.asynccontextmanager
@@ -1226,7 +1132,7 @@ class ThreadedFakeSTS:
 
 
 def _loopback_host(value: str) -> str:
-    if not _is_loopback(value):
+    if not is_loopback(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a loopback address")
     return value
 
@@ -1259,9 +1165,9 @@ def _positive(value: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line parser of ``python -m daemon.fakests``."""
+    """The command-line parser of ``python -m support.fakests``."""
     parser = argparse.ArgumentParser(
-        prog="python -m daemon.fakests",
+        prog="python -m support.fakests",
         description="Fake AWS STS server (loopback only). Prints one JSON line "
         '{"url": ..., "port": ..., "pid": ...} once listening; stops on SIGTERM/SIGINT.',
     )
@@ -1337,7 +1243,7 @@ async def _run_cli(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m daemon.fakests``; returns the exit status."""
+    """Entry point of ``python -m support.fakests``; returns the exit status."""
     args = build_parser().parse_args(argv)
     return asyncio.run(_run_cli(args))
 
