@@ -941,6 +941,7 @@ def test_read_profiles_reports_no_secrets(creds_path: Path) -> None:
             expiration=issued.credentials.expiration.replace(microsecond=0),
             role_arn=issued.role_arn,
             refreshed_at=NOW,
+            session_name=issued.session_name,
         ),
     }
     for secret in secrets_of(issued):

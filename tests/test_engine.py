@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -34,6 +35,7 @@ def build(
     config: Config, sts: ScriptedSts, clock: JumpClock, **kwargs: Any
 ) -> tuple[Daemon, Recorder]:
     log = Recorder()
+    kwargs.setdefault("start_spread", 0.0)
     daemon = Daemon(config, sts, log=log, clock=clock, handle_signals=False, slice_s=0.2, **kwargs)
     return daemon, log
 
@@ -359,8 +361,7 @@ async def test_removed_then_readded_profile_is_kept_and_stale_calls_dropped(tmp_
     async with anyio.create_task_group() as tg:
         await tg.start(daemon.run)
         sts.gate = anyio.Event()  # the next calls hang until released
-        daemon.states["p"] = replace(daemon.states["p"], due=clock.now())
-        daemon.poke()
+        daemon.refresh_now("p")
         await sts.wait_calls(lambda calls: calls.count("p") == 2)  # in flight, OLD role
         assert await daemon.reload()  # p removed
         assert await daemon.reload()  # p back, on another role
@@ -424,7 +425,7 @@ async def test_changed_role_keeps_the_expiry_of_what_is_in_the_file(tmp_path):
         await tg.start(daemon.run)
         sts.always["x"] = DENIED
         assert await daemon.reload()
-        assert daemon.states["x"].expiration is not None
+        assert daemon.state("x").expiration is not None
         await log.wait_count("role.expired", 1, timeout=5)
         daemon.stop()
     assert len(log.named("role.expired")) == 1
@@ -486,8 +487,7 @@ async def test_stop_is_bounded_when_another_writer_holds_the_lock(tmp_path):
         fd = os.open(lock_path(config.credentials_file), os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            daemon.states["a"] = replace(daemon.states["a"], due=clock.now())
-            daemon.poke()
+            daemon.refresh_now("a")
             await sts.wait_calls(lambda calls: len(calls) == 2)
             await anyio.wait_all_tasks_blocked()  # the call has returned; the writer waits
             with anyio.fail_after(6):
@@ -509,8 +509,7 @@ async def test_credentials_that_expired_before_the_write_are_not_written(tmp_pat
         await tg.start(daemon.run)
         first = read(config)["a"]["aws_access_key_id"]
         sts.lifetime = 0.0  # the next credentials are expired by the time they would be written
-        daemon.states["a"] = replace(daemon.states["a"], due=clock.now())
-        daemon.poke()
+        daemon.refresh_now("a")
         await sts.wait_calls(lambda calls: len(calls) >= 3)
         sts.lifetime = 3600
         await log.wait_count("role.refreshed", 2)
@@ -519,3 +518,108 @@ async def test_credentials_that_expired_before_the_write_are_not_written(tmp_pat
     assert written["access_key_id"] != first
     assert read(config)["a"]["aws_access_key_id"] == written["access_key_id"]
     assert written["expiration"] > written["next_refresh_at"]
+
+
+class RecordingNotifier(Notifier):
+    """The real notifier, sending to a real datagram socket that this test reads back."""
+
+    def __init__(self, path: Path) -> None:
+        self.receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.receiver.bind(str(path))
+        self.receiver.setblocking(False)
+        self.seen: list[str] = []
+        super().__init__({"NOTIFY_SOCKET": str(path)})
+
+    @property
+    def sent(self) -> list[str]:
+        """Every message that reached the socket so far."""
+        while True:
+            try:
+                self.seen.append(self.receiver.recv(65536).decode())
+            except BlockingIOError:
+                return self.seen
+
+    def close(self) -> None:
+        """Close both ends."""
+        super().close()
+        self.receiver.close()
+
+
+@pytest.fixture
+def recording(tmp_path):
+    notifier = RecordingNotifier(tmp_path / "n.sock")
+    yield notifier
+    notifier.close()
+
+
+async def test_stop_before_run_is_not_lost(tmp_path, recording):
+    """A stop requested before the task group exists ends run() without READY or any call."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["a"])
+    sts = ScriptedSts(clock, lifetime=3600)
+    notifier = recording
+    daemon, log = build(config, sts, clock, notifier=notifier)
+    daemon.stop("early")
+    with anyio.fail_after(5):
+        await daemon.run()
+    assert not log.named("daemon.ready")
+    assert "READY=1" not in notifier.sent
+    assert sts.calls == []
+    assert [e["event"] for e in log.events][-1] == "daemon.stopped"
+
+
+async def test_no_ready_after_stopping_during_the_first_write(tmp_path, recording):
+    """A stop while the first write waits for the file: STOPPING=1 and never READY=1 after it."""
+    import fcntl  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    from credrefresh.credfile import lock_path  # noqa: PLC0415
+
+    clock = JumpClock()
+    config = make_config(tmp_path, ["a", "b"])
+    sts = ScriptedSts(clock, lifetime=3600)
+    daemon, log = build(config, sts, clock, notifier=recording, stop_grace=2.0)
+    os.makedirs(os.path.dirname(config.credentials_file), exist_ok=True)
+    fd = os.open(lock_path(config.credentials_file), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(daemon.run)
+            await sts.wait_calls(lambda calls: len(calls) == 2)
+            await anyio.wait_all_tasks_blocked()  # the first write waits for the lock
+            daemon.stop()
+            with anyio.fail_after(10):
+                await daemon.done.wait()
+    finally:
+        os.close(fd)
+    sent = recording.sent
+    assert "STOPPING=1" in sent
+    assert "READY=1" not in sent[sent.index("STOPPING=1") :]
+    assert not log.named("daemon.ready")
+
+
+async def test_expiry_is_reported_while_writes_keep_failing(tmp_path):
+    """New credentials that cannot be written do not hide the expiry of those in the file."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["a"])
+    sts = ScriptedSts(clock, lifetime=1.5)
+    daemon, log = build(config, sts, clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        target = anyio.Path(config.credentials_file)
+        text = await target.read_text()
+        await target.unlink()
+        await target.mkdir()  # every write now fails: "is a directory"
+        try:
+            await log.wait_count("credentials_file.error", 1, timeout=5)
+            await log.wait_count("role.expired", 1, timeout=5)
+            state = daemon.state("a")
+            assert state is not None
+            assert state.last_error is not None
+            assert state.last_error.code == "CredentialsFileError"
+            assert state.attempt >= 1
+        finally:
+            await target.rmdir()
+            await target.write_text(text)
+        daemon.stop()
+    assert log.named("role.expired")[0]["last_error_code"] == "CredentialsFileError"

@@ -641,6 +641,11 @@ def test_once_and_run_at_debug_level_under_faults_never_output_a_secret(tmp_path
     try:
         with Sampler(creds, state) as sampler:
             notify.wait_for(lambda m: m == "READY=1")
+            # The file from `once` is fresh, so `run` starts warm; its own first round of
+            # secrets comes with the first scheduled refreshes.
+            proc.wait_for(
+                lambda _: {e["profile"] for e in proc.named("role.refreshed")} >= set(profiles)
+            )
             proc.wait_count("metrics.listening", 1)
             address = proc.named("metrics.listening")[0]["address"]
             go_through_faults(proc, fake_sts, profiles)

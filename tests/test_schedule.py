@@ -11,11 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from credrefresh.config import RefreshPolicy, Role
+from credrefresh.model import ErrorInfo, RoleState
+from credrefresh.roles import after_failure, after_success
 from credrefresh.schedule import (
-    ErrorInfo,
-    RoleState,
-    after_failure,
-    after_success,
     backoff_delay,
     human_duration,
     newly_expired,

@@ -17,13 +17,16 @@ from credrefresh import __version__
 from credrefresh.config import Config, load_config
 from credrefresh.errors import AlreadyRunning, ConfigError, CredentialsFileError
 from credrefresh.logs import scrub
-from credrefresh.refresh import EXIT_FILE
 
 __all__ = ["main"]
 
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1  # some role failed or conflicted
 EXIT_USAGE: Final = 2
+EXIT_FILE: Final = 74  # EX_IOERR: the credentials file could not be read, parsed or replaced
 EXIT_RUNNING: Final = 75
 EXIT_CONFIG: Final = 78
+DEMO_LIFETIME: Final = 10.0  # seconds: refreshes scroll by while the person watches
 
 
 def default_config() -> str:
@@ -55,7 +58,15 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"credrefresh {__version__}")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("check", parents=[common], help="validate the configuration and exit")
-    commands.add_parser("once", parents=[common], help="refresh every role once and exit")
+    once = commands.add_parser("once", parents=[common], help="refresh every role once and exit")
+    once.add_argument(
+        "--min-remaining",
+        type=duration,
+        default=None,
+        metavar="DURATION",
+        help="refresh only profiles with less than this left (e.g. 900, 15m, 1h); "
+        "default: refresh every profile",
+    )
     commands.add_parser("run", parents=[common], help="keep every profile fresh until stopped")
     status = commands.add_parser(
         "status", parents=[common], help="show each profile's state (exit 0/1/2 as a check)"
@@ -67,9 +78,28 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.add_argument("--roles", type=int, default=3, help="how many demo roles (%(default)s)")
     demo.add_argument(
-        "--lifetime", type=float, default=10.0, help="credential lifetime, seconds (%(default)s)"
+        "--lifetime",
+        type=float,
+        default=DEMO_LIFETIME,
+        help="credential lifetime, seconds (%(default)s)",
     )
     return top
+
+
+def duration(text: str) -> float:
+    """``900``, ``90s``, ``15m``, ``1h``: seconds (argparse type)."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    value = text.strip().lower()
+    scale = units.get(value[-1:], 0)
+    number = value[:-1] if scale else value
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        message = f"expected a duration like 900, 15m or 1h, got {text[:32]!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    if not 0 <= seconds <= 366 * 86400:
+        raise argparse.ArgumentTypeError("expected a duration from 0 to 366 days")
+    return seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -97,13 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from credrefresh.logs import configure  # noqa: PLC0415
 
         configure(args.log_format, args.log_level)
-        if args.command == "once":
-            from credrefresh.main import run_once  # noqa: PLC0415
-
-            return run_once(config)
-        from credrefresh.main import run_daemon  # noqa: PLC0415
-
-        return run_daemon(config)
+        return refresh(args.command, config, args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"credrefresh: {problem}", file=sys.stderr)  # noqa: T201
@@ -120,6 +144,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FILE
     except KeyboardInterrupt:
         return 130
+
+
+def refresh(command: str, config: Config, args: argparse.Namespace) -> int:
+    """``once`` or ``run``, with the exit status each outcome maps to."""
+    if command == "once":
+        from credrefresh.wiring import run_once  # noqa: PLC0415 - imports the AWS SDK
+
+        outcome = run_once(config, min_remaining=args.min_remaining)
+        if outcome.file_error is not None:
+            return EXIT_FILE
+        return EXIT_FAILED if outcome.failed or outcome.conflicts else EXIT_OK
+    from credrefresh.wiring import run_daemon  # noqa: PLC0415 - imports the AWS SDK
+
+    run_daemon(config)
+    return EXIT_OK
 
 
 def summary(config: Config) -> str:

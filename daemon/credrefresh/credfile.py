@@ -34,7 +34,7 @@ from configupdater.parser import ParsingError as UpdaterParsingError
 
 from credrefresh.atomic import remove_stale_temps, replace_atomically
 from credrefresh.errors import AlreadyRunning, CredentialsFileError
-from credrefresh.model import Issued
+from credrefresh.model import Issued, format_time, parse_time
 
 __all__ = [
     "MARKER_KEY",
@@ -90,6 +90,8 @@ class ManagedProfile:
         expiration: Parsed ``x_security_token_expires``, if present and valid.
         role_arn: The role recorded by credrefresh, if any.
         refreshed_at: When credrefresh wrote it, if recorded.
+        session_name: The role session name recorded, if any.
+        session_params: The fingerprint of the session parameters recorded, if any.
     """
 
     profile: str
@@ -98,20 +100,8 @@ class ManagedProfile:
     expiration: datetime | None
     role_arn: str | None
     refreshed_at: datetime | None = None
-
-
-def format_time(moment: datetime) -> str:
-    """ISO 8601 UTC with a ``Z``, second precision: the form saml2aws and gimme-aws-creds use."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(value: str) -> datetime | None:
-    """The inverse of ``format_time``, tolerant of offsets; ``None`` when unparseable."""
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    session_name: str | None = None
+    session_params: str | None = None
 
 
 def render(
@@ -221,6 +211,7 @@ def section_text(name: str, issued: Issued, now: datetime, newline: str) -> str:
         f"credrefresh_role_arn = {issued.role_arn}",
         f"credrefresh_session_name = {issued.session_name}",
         f"credrefresh_assumed_role_arn = {issued.assumed_role_arn}",
+        *((f"credrefresh_session_params = {issued.params}",) if issued.params else ()),
         f"credrefresh_refreshed_at = {format_time(now)}",
         f"aws_access_key_id = {creds.access_key_id}",
         f"aws_secret_access_key = {creds.secret_access_key}",
@@ -455,6 +446,8 @@ def read_profiles(path: str) -> dict[str, ManagedProfile]:
             expiration=parse_time(expires) if expires else None,
             role_arn=section.get("credrefresh_role_arn"),
             refreshed_at=parse_time(section.get("credrefresh_refreshed_at") or ""),
+            session_name=section.get("credrefresh_session_name"),
+            session_params=section.get("credrefresh_session_params"),
         )
     return profiles
 

@@ -11,17 +11,14 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from functools import partial
 from pathlib import Path
 
 import anyio
 
 from credrefresh.config import load_config
 from credrefresh.demosts import serve_demo
-from credrefresh.engine import Daemon
-from credrefresh.logs import configure, get_logger
-from credrefresh.metrics import Metrics
-from credrefresh.sts import AioStsClient
+from credrefresh.logs import configure
+from credrefresh.wiring import build_daemon
 
 __all__ = ["demo"]
 
@@ -79,7 +76,7 @@ def demo(
     *,
     duration: float | None,
     roles: int = 3,
-    lifetime: float = 12.0,
+    lifetime: float,
     log_format: str = "auto",
     log_level: str = "info",
 ) -> int:
@@ -94,7 +91,6 @@ def demo(
 
 
 async def _demo(tmp: Path, duration: float | None, roles: int, lifetime: float) -> None:
-    log = get_logger()
     async with serve_demo(lifetime) as sts:
         (tmp / "credentials").write_text(SOURCE)
         (tmp / "credentials").chmod(0o600)
@@ -105,18 +101,14 @@ async def _demo(tmp: Path, duration: float | None, roles: int, lifetime: float) 
         os.environ["AWS_CONFIG_FILE"] = str(tmp / "config")
         os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
         config = load_config(config_path)
-        metrics = Metrics("127.0.0.1", 0)
-        async with AioStsClient(config) as client:
-            daemon = Daemon(
-                config, client, log=log, observer=metrics, services=[partial(metrics.serve, log)]
+        async with build_daemon(config) as daemon, anyio.create_task_group() as tg:
+            await tg.start(daemon.run)
+            port = getattr(daemon.observer, "port", 0)
+            print(  # noqa: T201 - meant for the person running the demo
+                instructions(tmp, sts.url, port, roles, lifetime), file=sys.stderr
             )
-            async with anyio.create_task_group() as tg:
-                await tg.start(daemon.run)
-                print(  # noqa: T201 - meant for the person running the demo
-                    instructions(tmp, sts.url, metrics.port, roles, lifetime), file=sys.stderr
-                )
-                if duration is not None:
-                    with anyio.move_on_after(duration):
-                        await daemon.done.wait()
-                    if not daemon.done.is_set():
-                        daemon.stop("duration elapsed")
+            if duration is not None:
+                with anyio.move_on_after(duration):
+                    await daemon.done.wait()
+                if not daemon.done.is_set():
+                    daemon.stop("duration elapsed")

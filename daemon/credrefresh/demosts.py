@@ -289,9 +289,7 @@ class DemoSTS:
         match = _ROLE_ARN_RE.fullmatch(role_arn)
         if match is None or not _SESSION_NAME_RE.fullmatch(session):
             message = "RoleArn or RoleSessionName is not valid"
-            return xml_response(
-                error_xml("ValidationError", message, request_id), request_id, 400
-            )
+            return xml_response(error_xml("ValidationError", message, request_id), request_id, 400)
         partition, account, name = match.groups()
         expires_at = math.ceil(self.clock() + self.lifetime)
         key = new_access_key_id()

@@ -13,9 +13,8 @@ import itertools
 import os
 import random
 import signal
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
@@ -23,31 +22,25 @@ from typing import Any, Final, Protocol
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from credrefresh import roles
 from credrefresh.config import Config, Role, load_config, plan_reload
-from credrefresh.credfile import ManagedProfile, format_time, read_profiles
+from credrefresh.credfile import WriteReport, read_profiles
 from credrefresh.errors import ConfigError, CredentialsFileError, RefreshFailed
-from credrefresh.model import Issued
-from credrefresh.refresh import log_conflict, log_failed, log_refreshed, write
-from credrefresh.schedule import (
-    ErrorInfo,
-    RoleState,
-    after_failure,
-    after_success,
-    newly_expired,
-    next_refresh,
-    next_wait,
-    status_line,
-)
+from credrefresh.events import Event, emit, event
+from credrefresh.model import ErrorInfo, Issued, RoleState, session_params
+from credrefresh.roles import Transition
+from credrefresh.schedule import WRITE_ERROR, newly_expired, next_wait, status_line
 from credrefresh.state import save_state, state_document
 from credrefresh.sts import StsClient
 from credrefresh.systemd import Notifier
+from credrefresh.writer import WriteOutcome, Writer
 
 __all__ = ["Clock", "Daemon", "SystemClock"]
 
 SLICE: Final = 10.0  # longest single sleep: a clock jump or resume is noticed this fast
 STARTUP_LIMIT: Final = 60.0  # READY=1 by then even if some first calls still hang
 STOP_GRACE: Final = 10.0  # the last write must finish well inside TimeoutStopSec (30 s)
-WRITE_BACKOFF_MAX: Final = 60.0  # retry a failed file write at least this often
+START_SPREAD: Final = 1.0  # first calls of a start are spread over this many seconds
 
 
 # A long-running helper (the metrics endpoint) started in the daemon's task group.
@@ -105,8 +98,10 @@ class Daemon:
         slice_s: float = SLICE,
         services: Sequence[Service] = (),
         stop_grace: float = STOP_GRACE,
+        start_spread: float = START_SPREAD,
     ) -> None:
         self.config = config
+        self.start_spread = start_spread
         self.stop_grace = stop_grace
         self.sts = sts
         self.log = log
@@ -123,48 +118,62 @@ class Daemon:
         # started after it, even when a profile is removed and added back.
         self.generations = itertools.count()
         now = self.clock.now()
-        self.states: dict[str, RoleState] = {
-            r.profile: RoleState(r, due=now, generation=next(self.generations))
-            for r in config.roles
-        }
+        self.states: dict[str, RoleState] = roles.initial(config, now, self.generations)
+        self.writer = Writer(config.credentials_file, config.refresh.write_delay)
         self.limiter = anyio.CapacityLimiter(config.max_concurrency)
         self.in_flight: set[str] = set()
-        self.pending: dict[str, Issued] = {}
-        self.removals: set[str] = set()
         self.unattempted: set[str] = set(self.states)
         self.first_round = anyio.Event()
         self.ready = anyio.Event()
         self.done = anyio.Event()
         self.wake = anyio.Event()
         self.wake_at = now  # when the scheduler will look again by itself
-        self.write_wanted = anyio.Event()
         self.idle = anyio.Event()
         self.reloading = anyio.Lock()
         self.state_dirty = False
-        self.next_write_at = 0.0  # monotonic; writes are spaced and failed ones backed off
-        self.write_failures = 0
         self.last_ping = -1e9
         self.last_status = ""
-        self.writes = 0
-        self.stopping = threading.Event()  # read by the writer thread waiting for the lock
+        self.stop_reason: str | None = None
         self._tg: TaskGroup | None = None
+
+    @property
+    def writes(self) -> int:
+        """Credentials-file replacements so far."""
+        return self.writer.writes
+
+    # -- public seams ------------------------------------------------------------------------
+
+    def state(self, profile: str) -> RoleState | None:
+        """What the daemon knows about ``profile`` (a frozen snapshot)."""
+        return self.states.get(profile)
+
+    def refresh_now(self, *profiles: str) -> None:
+        """Make ``profiles`` due now (an operator's request, or a test's)."""
+        now = self.clock.now()
+        for name in profiles:
+            state = self.states.get(name)
+            if state is not None:
+                self.states[name] = replace(state, due=now)
+        self.poke()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until stopped; ``task_status.started()`` fires when READY=1 is sent."""
-        self.log.info(
-            "daemon.started",
-            pid=os.getpid(),
-            config=self.config.path,
-            credentials_file=self.config.credentials_file,
-            roles=len(self.config.roles),
-            max_concurrency=self.config.max_concurrency,
-            watchdog_s=self.watchdog,
+        self._emit(
+            event(
+                "daemon.started",
+                pid=os.getpid(),
+                config=self.config.path,
+                credentials_file=self.config.credentials_file,
+                roles=len(self.config.roles),
+                max_concurrency=self.config.max_concurrency,
+                watchdog_s=self.watchdog,
+            )
         )
-        await self._seed_from_file()
-        # The signal receiver stays open until the last write is done, so a second SIGTERM
-        # during that write cannot kill the process half way.
+        # The signal receiver is open from the start (a SIGTERM during the first read of the
+        # file must not get Python's default action) and stays open until the last write is
+        # done, so a second SIGTERM during that write cannot kill the process half way.
         with contextlib.ExitStack() as stack:
             signals = None
             if self.handle_signals:
@@ -174,8 +183,11 @@ class Daemon:
             try:
                 async with anyio.create_task_group() as tg:
                     self._tg = tg
+                    if self.stop_reason is not None:
+                        tg.cancel_scope.cancel()  # stop() came before the task group existed
                     if signals is not None:
                         tg.start_soon(self._signals, signals)
+                    await self._seed_from_file()
                     for service in self.services:
                         await tg.start(service)
                     tg.start_soon(self._scheduler)
@@ -183,23 +195,30 @@ class Daemon:
                         await self.first_round.wait()
                     await self._flush()
                     self._notify_status(force=True)
-                    self.notifier.send("READY=1")
-                    self.log.info("daemon.ready", status=self.last_status)
-                    self.ready.set()
-                    task_status.started()
-                    tg.start_soon(self._writer)
+                    if self.stop_reason is None:
+                        self.notifier.send("READY=1")
+                        self._emit(event("daemon.ready", status=self.last_status))
+                        self.ready.set()
+                        task_status.started()
+                    tg.start_soon(self._write_loop)
             finally:
                 with anyio.move_on_after(self.stop_grace, shield=True):
                     await self._flush(lock_timeout=max(self.stop_grace - 2, 0.5), final=True)
                     await self.sts.reset()
-                self.log.info("daemon.stopped", writes=self.writes)
+                self._emit(event("daemon.stopped", writes=self.writes))
                 self.done.set()
 
     def stop(self, reason: str = "requested") -> None:
-        """Begin a graceful stop: in-flight calls are cancelled, a write in progress finishes."""
-        self.log.info("daemon.stopping", reason=reason)
+        """Begin a graceful stop: in-flight calls are cancelled, a write in progress finishes.
+
+        Works at any time, also before ``run`` has started its task group.
+        """
+        if self.stop_reason is not None:
+            return
+        self.stop_reason = reason
+        self._emit(event("daemon.stopping", reason=reason))
         self.notifier.send("STOPPING=1")
-        self.stopping.set()
+        self.writer.stopping.set()
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
@@ -219,11 +238,32 @@ class Daemon:
     async def _seed_from_file(self) -> None:
         """Learn the expiry of credentials already in the file, so it is reported and shown."""
         try:
-            found = await anyio.to_thread.run_sync(read_profiles, self.config.credentials_file)
+            found = await anyio.to_thread.run_sync(
+                read_profiles, self.config.credentials_file, abandon_on_cancel=True
+            )
         except CredentialsFileError:
-            return  # reported when the first write is attempted
+            found = {}  # reported when the first write is attempted
+        now = self.clock.now()
         for name, state in self.states.items():
-            self.states[name] = seeded(state, found.get(name))
+            self.states[name], warm = roles.seeded(
+                state,
+                found.get(name),
+                now=now,
+                policy=self.config.refresh,
+                u=self.rng(),
+                spread=self.start_spread,
+            )
+            if warm:
+                self.unattempted.discard(name)
+        if not self.unattempted:
+            self.first_round.set()
+
+    def _emit(self, *items: Event) -> None:
+        emit(self.log, *items)
+
+    def _apply(self, name: str, transition: Transition) -> None:
+        self.states[name] = transition.state
+        self._emit(*transition.events)
 
     # -- scheduling ------------------------------------------------------------------------
 
@@ -241,7 +281,7 @@ class Daemon:
             wait = next_wait(
                 self.states,
                 in_flight=self.in_flight,
-                pending=self.pending,
+                pending=self.writer.pending,
                 now=now,
                 horizon=horizon,
             )
@@ -258,11 +298,11 @@ class Daemon:
         try:
             async with self.limiter:
                 try:
-                    issued = await self.sts.assume(role)
+                    result = await self.sts.assume(role)
                 except RefreshFailed as exc:
                     self._failed(role, generation, exc)
                 else:
-                    self._succeeded(role, generation, issued)
+                    self._succeeded(role, generation, result)
         finally:
             self.in_flight.discard(role.profile)
             self.unattempted.discard(role.profile)
@@ -282,166 +322,115 @@ class Daemon:
             return None  # removed or replaced by a reload while the call was in flight
         return state
 
-    def _succeeded(self, role: Role, generation: int, issued: Issued) -> None:
+    def _succeeded(self, role: Role, generation: int, result: Issued) -> None:
         state = self._current(role, generation)
         if state is None:
             return
-        due = next_refresh(
-            issued.issued_at, issued.credentials.expiration, self.config.refresh, self.rng()
-        )
-        self.states[role.profile] = replace(state, due=due)
-        self.pending[role.profile] = issued
-        self.write_wanted.set()
+        self.states[role.profile] = roles.issued(state, result, self.config.refresh, self.rng())
+        self.writer.add(replace(result, params=session_params(role)))
 
     def _failed(self, role: Role, generation: int, exc: RefreshFailed) -> None:
         state = self._current(role, generation)
         if state is None:
             return
         error = ErrorInfo(exc.code, exc.message, exc.transient, self.clock.now())
-        state = after_failure(state, error, policy=self.config.refresh, u=self.rng())
-        self.states[role.profile] = state
-        log_failed(self.log, role, exc, attempt=state.attempt, retry_at=format_time(state.due))
+        self._apply(role.profile, roles.failed(state, error, self.config.refresh, self.rng()))
         if self.observer is not None:
             self.observer.failed(role.profile, exc.code)
         self.state_dirty = True
-        self.write_wanted.set()
+        self.writer.want()
 
     def _report_expired(self, now: datetime) -> None:
-        for name in newly_expired(self.states, pending=self.pending, now=now):
-            state = self.states[name]
-            self.log.error(
-                "role.expired",
-                profile=name,
-                role_arn=state.role.role_arn,
-                expiration=format_time(state.expiration or now),
-                last_error_code=None if state.last_error is None else state.last_error.code,
-            )
-            self.states[name] = replace(state, expired_reported=True)
+        for name in newly_expired(self.states, pending=self.writer.pending, now=now):
+            self._apply(name, roles.expired(self.states[name], now))
             self.state_dirty = True
 
     # -- writing ---------------------------------------------------------------------------
 
-    async def _writer(self) -> None:
+    async def _write_loop(self) -> None:
         while True:
-            await self.write_wanted.wait()
-            self.write_wanted = anyio.Event()
-            delay = self.config.refresh.write_delay
+            await self.writer.wait_wanted()
             # Let refreshes that are about to finish share this write, for at most `delay`.
-            with anyio.move_on_after(delay):
+            with anyio.move_on_after(self.config.refresh.write_delay):
                 while self.in_flight:
                     self.idle = anyio.Event()
                     await self.idle.wait()
             # Never rewrite the file more than once per `delay`; after a failed write, wait
             # out its backoff.
-            await anyio.sleep(max(0.0, self.next_write_at - time.monotonic()))
+            await anyio.sleep(self.writer.wait_s())
             await self._flush()
 
     async def _flush(self, lock_timeout: float | None = None, *, final: bool = False) -> None:
-        updates, self.pending = self.pending, {}
-        removals, self.removals = self.removals, set()
-        # Credentials that expired while waiting to be written (a long wait for the file to
-        # settle, say) are worth nothing in the file: refresh those roles again instead.
         now = self.clock.now()
-        for name in [n for n, i in updates.items() if i.credentials.expiration <= now]:
-            del updates[name]
-            state = self.states.get(name)
-            if state is not None:
-                self.states[name] = replace(state, due=now)
-                self.wake.set()
-        if updates or removals:
-            await self._write(updates, removals, lock_timeout, final=final)
+        outcome = await self.writer.flush(
+            now,
+            lock_timeout=lock_timeout,
+            final=final,
+            time_limit=self.stop_grace - 0.5 if final else None,
+        )
+        if outcome is not None:
+            self._apply_write(outcome, now)
         if self.state_dirty:
             self.state_dirty = False
             await self._save_state()
 
-    async def _write(
-        self,
-        updates: dict[str, Issued],
-        removals: set[str],
-        lock_timeout: float | None,
-        *,
-        final: bool,
-    ) -> None:
-        now = self.clock.now()
-        path = self.config.credentials_file
-        started = time.monotonic()
-        try:
-            report = await write(
-                self.config,
-                updates,
-                removals,
-                now=now,
-                log=self.log,
-                lock_timeout=lock_timeout,
-                cancel=None if final else self.stopping,
-            )
-        except CredentialsFileError as exc:
-            self._write_failed(updates, removals, exc, now)
+    def _apply_write(self, outcome: WriteOutcome, now: datetime) -> None:
+        for name in outcome.stale:
+            state = self.states.get(name)
+            if state is not None:
+                self.states[name] = replace(state, due=now)
+                self.wake.set()
+        self._emit(*outcome.events)
+        if self.observer is not None and outcome.report is not None:
+            self.observer.written(outcome.duration_s, outcome.report.changed)
+        if outcome.error is not None:
+            self._write_failed(outcome, now)
             return
-        self.write_failures = 0
-        self.next_write_at = time.monotonic() + self.config.refresh.write_delay
-        self.writes += int(report.changed)
-        if self.observer is not None:
-            self.observer.written(time.monotonic() - started, report.changed)
+        if outcome.report is not None:
+            self._apply_report(outcome.report, outcome.updates, now)
+
+    def _apply_report(
+        self, report: WriteReport, updates: Mapping[str, Issued], now: datetime
+    ) -> None:
+        path = self.config.credentials_file
         for name in report.removed:
-            self.log.info("profile.removed", profile=name, path=path)
+            self._emit(event("profile.removed", profile=name, path=path))
         for name in report.conflicts:
             state = self.states.get(name)
             if state is not None:
-                log_conflict(self.log, path, state.role)
-                message = "profile exists without the credrefresh marker; left untouched"
-                error = ErrorInfo("ProfileConflict", message, False, now)
-                self.states[name] = after_failure(
-                    state, error, policy=self.config.refresh, u=self.rng(), conflict=True
+                self._apply(
+                    name, roles.conflicted(state, path, now, self.config.refresh, self.rng())
                 )
                 if self.observer is not None:
-                    self.observer.failed(name, error.code)
+                    self.observer.failed(name, "ProfileConflict")
         for name in report.written:
-            issued = updates[name]
             state = self.states.get(name)
             if state is None:
                 continue
-            state = after_success(
-                state,
-                expiration=issued.credentials.expiration,
-                access_key_id=issued.credentials.access_key_id,
-                now=now,
-            )
-            self.states[name] = state
-            log_refreshed(self.log, issued, next_refresh_at=format_time(state.due))
+            result = updates[name]
+            self._apply(name, roles.written(state, result, now))
             if self.observer is not None:
-                self.observer.refreshed(issued)
+                self.observer.refreshed(result)
         self.state_dirty = True
         self._notify_status()
 
-    def _write_failed(
-        self,
-        updates: dict[str, Issued],
-        removals: set[str],
-        exc: CredentialsFileError,
-        now: datetime,
-    ) -> None:
-        """Keep what could not be written and retry the write alone, with its own backoff.
-
-        The credentials are still good; calling STS again for all of them at once would only
-        hammer it (and defeat the jitter).
-        """
-        self.log.error("credentials_file.error", path=self.config.credentials_file, error=str(exc))
-        self.write_failures += 1
-        backoff = min(WRITE_BACKOFF_MAX, 2.0 ** (self.write_failures - 1))
-        self.next_write_at = time.monotonic() + backoff
-        self.removals |= removals
-        error = ErrorInfo("CredentialsFileError", str(exc), True, now)
-        for name, issued in updates.items():
+    def _write_failed(self, outcome: WriteOutcome, now: datetime) -> None:
+        """The write failed: what it held waits for the next one (the writer's backoff)."""
+        message = str(outcome.error)
+        self._emit(
+            event("credentials_file.error", path=self.config.credentials_file, error=message)
+        )
+        self.writer.retain(self.states)
+        error = ErrorInfo(WRITE_ERROR, message, True, now)
+        for name, result in outcome.updates.items():
             state = self.states.get(name)
-            if state is None or issued.credentials.expiration <= now:
+            if state is None or result.credentials.expiration <= now:
                 continue
-            self.pending.setdefault(name, issued)  # a newer refresh may have arrived meanwhile
-            self.states[name] = replace(state, last_error=error)
+            self.states[name] = roles.write_failed(state, error)
             if self.observer is not None:
                 self.observer.failed(name, error.code)
         self.state_dirty = True
-        self.write_wanted.set()
+        self.wake.set()  # expiries of what is in the file are now to be reported
 
     async def _save_state(self) -> None:
         document = state_document(
@@ -456,13 +445,13 @@ class Daemon:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(save_state, self.config.state_file, document)
         except OSError as exc:
-            self.log.warning("state_file.error", path=self.config.state_file, error=str(exc))
+            self._emit(event("state_file.error", path=self.config.state_file, error=str(exc)))
 
     # -- systemd ---------------------------------------------------------------------------
 
     def _ping(self) -> None:
-        if self.watchdog is None:
-            return
+        if self.watchdog is None or self.writer.stuck():
+            return  # a write that hangs past every bound is no progress: let systemd act
         now = time.monotonic()
         if now - self.last_ping >= self.watchdog / 2:
             self.last_ping = now
@@ -484,7 +473,7 @@ class Daemon:
                 accepted = await self._reload()
             finally:
                 # Before the first round is written, READY=1 is still to come from run().
-                if self.ready.is_set():
+                if self.ready.is_set() and self.stop_reason is None:
                     self.notifier.send("READY=1")
                 self._notify_status(force=True)
             return accepted
@@ -495,59 +484,34 @@ class Daemon:
             new = self.loader(old.path)
             plan = plan_reload(old, new)
         except ConfigError as exc:
-            self.log.error("config.rejected", path=old.path, errors=list(exc.problems))
+            self._emit(event("config.rejected", path=old.path, errors=list(exc.problems)))
             return False
         except Exception as exc:  # noqa: BLE001 - a bad file must never end the daemon
             problem = f"{old.path}: unexpected error: {type(exc).__name__}: {exc}"
-            self.log.error("config.rejected", path=old.path, errors=[problem])
+            self._emit(event("config.rejected", path=old.path, errors=[problem]))
             return False
-        now = self.clock.now()
         for name in plan.removed:
-            del self.states[name]
-            self.pending.pop(name, None)
-            self.removals.add(name)
-        for role in new.roles:
-            if role.profile in plan.added or role.profile in plan.changed:
-                self.removals.discard(role.profile)
-                self.pending.pop(role.profile, None)
-                previous = self.states.get(role.profile)
-                fresh = RoleState(role, due=now, generation=next(self.generations))
-                self.states[role.profile] = (
-                    fresh
-                    if previous is None
-                    else replace(
-                        fresh,
-                        expiration=previous.expiration,
-                        access_key_id=previous.access_key_id,
-                        last_success=previous.last_success,
-                        expired_reported=previous.expired_reported,
-                    )
-                )
+            self.writer.remove(name)
+        for name in (*plan.added, *plan.changed):
+            self.writer.forget(name)
+        self.states = roles.reloaded(
+            self.states, new.roles, plan, self.clock.now(), self.generations
+        )
         self.config = new
         self.limiter.total_tokens = new.max_concurrency
         if plan.sts_changed:
             await self.sts.reset(new)
-        self.log.info(
-            "config.reloaded",
-            path=new.path,
-            roles=len(new.roles),
-            added=list(plan.added),
-            removed=list(plan.removed),
-            changed=list(plan.changed),
+        self._emit(
+            event(
+                "config.reloaded",
+                path=new.path,
+                roles=len(new.roles),
+                added=list(plan.added),
+                removed=list(plan.removed),
+                changed=list(plan.changed),
+            )
         )
         self.state_dirty = True
-        self.write_wanted.set()
+        self.writer.want()
         self.wake.set()
         return True
-
-
-def seeded(state: RoleState, found: ManagedProfile | None) -> RoleState:
-    """``state`` knowing the credentials already in the file for its role, if ours."""
-    if found is None or not found.managed or found.role_arn != state.role.role_arn:
-        return state
-    return replace(
-        state,
-        expiration=found.expiration,
-        access_key_id=found.access_key_id,
-        last_success=found.refreshed_at,
-    )

@@ -19,8 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from credrefresh.errors import ConfigError
-from credrefresh.model import Issued
-from credrefresh.schedule import RoleState
+from credrefresh.model import Issued, RoleState
 
 __all__ = ["Metrics"]
 

@@ -1,14 +1,27 @@
-"""Plain data shared by the modules: what a refresh produces.
+"""Plain data shared by the modules, and how times are written and read.
 
-Frozen, slotted dataclasses only; no I/O.
+What a refresh produces, what the daemon knows of a role.
+
+Frozen, slotted dataclasses and pure functions only; no I/O.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
-__all__ = ["Credentials", "Issued"]
+from credrefresh.config import Role
+
+__all__ = [
+    "Credentials",
+    "ErrorInfo",
+    "Issued",
+    "RoleState",
+    "format_time",
+    "parse_time",
+    "session_params",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +55,8 @@ class Issued:
         issued_at: When the call was started (aware, UTC); with ``expiration`` it gives the
             real lifetime the scheduler works from.
         duration_ms: How long the call took, retries included.
+        params: Fingerprint of the session parameters asked for (``session_params``), so a
+            restart knows whether the credentials in the file still answer the configuration.
     """
 
     profile: str
@@ -51,3 +66,85 @@ class Issued:
     credentials: Credentials
     issued_at: datetime
     duration_ms: float
+    params: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInfo:
+    """The last failure of a role.
+
+    Attributes:
+        code: AWS error code or network error name.
+        message: The error message (never holds a secret; logs redact it anyway).
+        transient: Whether it was classified transient.
+        at: When it happened.
+    """
+
+    code: str
+    message: str
+    transient: bool
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RoleState:
+    """Everything the daemon knows about one role.
+
+    Attributes:
+        role: The configured role.
+        due: When the next AssumeRole should start.
+        generation: Bumped when the role is replaced by a reload; results of calls started
+            for an older generation are dropped.
+        expiration: Expiry of the credentials in the file, if any were written.
+        access_key_id: Access key id of those credentials.
+        last_success: When credentials for it were last written.
+        attempt: Consecutive failures so far (0 after a success).
+        last_error: The most recent failure, cleared by a success.
+        expired_reported: Whether ``role.expired`` was logged for the current credentials.
+        conflict: Whether the profile exists in the file without our marker.
+    """
+
+    role: Role
+    due: datetime
+    generation: int = 0
+    expiration: datetime | None = None
+    access_key_id: str | None = None
+    last_success: datetime | None = None
+    attempt: int = 0
+    last_error: ErrorInfo | None = None
+    expired_reported: bool = False
+    conflict: bool = False
+
+
+def session_params(role: Role) -> str:
+    """A short fingerprint of what shapes a role's session (not the external id: secret-ish).
+
+    Recorded in the file beside the credentials; equal fingerprints mean credentials issued
+    for this exact configuration.
+    """
+    shape = repr(
+        (
+            role.role_arn,
+            role.session_name,
+            role.duration_seconds,
+            role.source_identity,
+            role.tags,
+            role.policy_arns,
+            role.region,
+        )
+    )
+    return hashlib.sha256(shape.encode()).hexdigest()[:16]
+
+
+def format_time(moment: datetime) -> str:
+    """ISO 8601 UTC with a ``Z``, second precision: the form saml2aws and gimme-aws-creds use."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str) -> datetime | None:
+    """The inverse of ``format_time``, tolerant of offsets; ``None`` when unparseable."""
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -21,16 +21,17 @@ Defaults, argued from the renewers people trust with secrets:
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Final
 
-from credrefresh.config import RefreshPolicy, Role
+from credrefresh.config import RefreshPolicy
+from credrefresh.model import RoleState
+
+WRITE_ERROR: Final = "CredentialsFileError"  # the error code of a failed file write
 
 __all__ = [
-    "ErrorInfo",
-    "RoleState",
-    "after_failure",
-    "after_success",
+    "WRITE_ERROR",
+    "awaits_write",
     "backoff_delay",
     "human_duration",
     "newly_expired",
@@ -39,53 +40,6 @@ __all__ = [
     "retry_at",
     "status_line",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorInfo:
-    """The last failure of a role.
-
-    Attributes:
-        code: AWS error code or network error name.
-        message: The error message (never holds a secret; logs redact it anyway).
-        transient: Whether it was classified transient.
-        at: When it happened.
-    """
-
-    code: str
-    message: str
-    transient: bool
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RoleState:
-    """Everything the daemon knows about one role.
-
-    Attributes:
-        role: The configured role.
-        due: When the next AssumeRole should start.
-        generation: Bumped when the role is replaced by a reload; results of calls started
-            for an older generation are dropped.
-        expiration: Expiry of the credentials in the file, if any were written.
-        access_key_id: Access key id of those credentials.
-        last_success: When credentials for it were last written.
-        attempt: Consecutive failures so far (0 after a success).
-        last_error: The most recent failure, cleared by a success.
-        expired_reported: Whether ``role.expired`` was logged for the current credentials.
-        conflict: Whether the profile exists in the file without our marker.
-    """
-
-    role: Role
-    due: datetime
-    generation: int = 0
-    expiration: datetime | None = None
-    access_key_id: str | None = None
-    last_success: datetime | None = None
-    attempt: int = 0
-    last_error: ErrorInfo | None = None
-    expired_reported: bool = False
-    conflict: bool = False
 
 
 def next_refresh(issued: datetime, expires: datetime, policy: RefreshPolicy, u: float) -> datetime:
@@ -132,50 +86,6 @@ def retry_at(
     return now + timedelta(seconds=delay)
 
 
-def after_success(
-    state: RoleState,
-    *,
-    expiration: datetime,
-    access_key_id: str,
-    now: datetime,
-) -> RoleState:
-    """The state once new credentials are in the file.
-
-    ``due`` is left as set when the call returned (``next_refresh`` of its lifetime).
-    """
-    return replace(
-        state,
-        expiration=expiration,
-        access_key_id=access_key_id,
-        last_success=now,
-        attempt=0,
-        last_error=None,
-        expired_reported=False,
-        conflict=False,
-    )
-
-
-def after_failure(
-    state: RoleState, error: ErrorInfo, *, policy: RefreshPolicy, u: float, conflict: bool = False
-) -> RoleState:
-    """The state after a failed refresh (or a refresh that could not be written)."""
-    attempt = state.attempt + 1
-    return replace(
-        state,
-        due=retry_at(
-            error.at,
-            attempt,
-            transient=error.transient,
-            expiration=state.expiration,
-            policy=policy,
-            u=u,
-        ),
-        attempt=attempt,
-        last_error=error,
-        conflict=conflict,
-    )
-
-
 def next_wait(
     states: Mapping[str, RoleState],
     *,
@@ -194,9 +104,23 @@ def next_wait(
     for name, state in states.items():
         if name not in in_flight:
             soonest = min(soonest, (state.due - now).total_seconds())
-        if state.expiration is not None and not state.expired_reported and name not in pending:
+        if (
+            state.expiration is not None
+            and not state.expired_reported
+            and not awaits_write(name, state, pending)
+        ):
             soonest = min(soonest, (state.expiration - now).total_seconds())
     return max(soonest, 0.0)
+
+
+def awaits_write(name: str, state: RoleState, pending: Collection[str]) -> bool:
+    """Whether new credentials for ``name`` are about to replace the ones in the file.
+
+    Not when writing has been failing: the old credentials then really do expire in the file,
+    and that must be reported.
+    """
+    failing_writes = state.last_error is not None and state.last_error.code == WRITE_ERROR
+    return name in pending and not failing_writes
 
 
 def newly_expired(
@@ -209,7 +133,7 @@ def newly_expired(
         if state.expiration is not None
         and state.expiration <= now
         and not state.expired_reported
-        and name not in pending
+        and not awaits_write(name, state, pending)
     ]
 
 

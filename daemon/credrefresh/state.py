@@ -14,8 +14,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from credrefresh.atomic import remove_stale_temps, replace_atomically
-from credrefresh.credfile import format_time
-from credrefresh.schedule import RoleState
+from credrefresh.model import RoleState, format_time
 
 __all__ = ["STATE_VERSION", "load_state", "save_state", "state_document"]
 

@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from typing import Any, Final, TextIO
 
 from credrefresh.config import Config
-from credrefresh.credfile import ManagedProfile, format_time, parse_time, read_profiles
+from credrefresh.credfile import ManagedProfile, read_profiles
 from credrefresh.errors import CredentialsFileError
 from credrefresh.logs import scrub
+from credrefresh.model import format_time, parse_time
 from credrefresh.schedule import human_duration
 from credrefresh.state import load_state
 
