@@ -14,10 +14,10 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from datetime import datetime, timedelta
+from typing import Any, Final
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -30,53 +30,18 @@ from credrefresh.events import Event, emit, event
 from credrefresh.model import ErrorInfo, Issued, RoleState, session_params
 from credrefresh.roles import Transition
 from credrefresh.schedule import WRITE_ERROR, newly_expired, next_wait, status_line
+from credrefresh.seams import Clock, Observer, Service, SystemClock
 from credrefresh.state import save_state, state_document
 from credrefresh.sts import StsClient
 from credrefresh.systemd import Notifier
 from credrefresh.writer import WriteOutcome, Writer
 
-__all__ = ["Clock", "Daemon", "SystemClock"]
+__all__ = ["Daemon"]
 
 SLICE: Final = 10.0  # longest single sleep: a clock jump or resume is noticed this fast
 STARTUP_LIMIT: Final = 60.0  # READY=1 by then even if some first calls still hang
 STOP_GRACE: Final = 10.0  # the last write must finish well inside TimeoutStopSec (30 s)
 START_SPREAD: Final = 1.0  # first calls of a start are spread over this many seconds
-
-
-# A long-running helper (the metrics endpoint) started in the daemon's task group.
-Service = Callable[..., Coroutine[Any, Any, None]]
-
-
-class Clock(Protocol):
-    """Wall-clock time, injectable so tests can jump it."""
-
-    def now(self) -> datetime:
-        """The current time, aware, UTC."""
-        ...
-
-
-class SystemClock:
-    """The real wall clock."""
-
-    def now(self) -> datetime:
-        """The current time, aware, UTC."""
-        return datetime.now(UTC)
-
-
-class Observer(Protocol):
-    """Receives what happens, for metrics. Every method must be cheap and never raise."""
-
-    def refreshed(self, issued: Issued) -> None:
-        """Credentials for a profile were written."""
-
-    def failed(self, profile: str, code: str) -> None:
-        """A refresh failed."""
-
-    def written(self, duration_s: float, changed: bool) -> None:
-        """The credentials file was written."""
-
-    def states(self, states: dict[str, RoleState]) -> None:
-        """The role states changed."""
 
 
 class Daemon:

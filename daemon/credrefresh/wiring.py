@@ -14,10 +14,11 @@ import anyio
 
 from credrefresh.config import Config
 from credrefresh.credfile import instance_lock
-from credrefresh.engine import Daemon, Service
+from credrefresh.engine import Daemon
 from credrefresh.errors import ConfigError, CredrefreshError
 from credrefresh.logs import get_logger
 from credrefresh.oneshot import OnceOutcome, once
+from credrefresh.seams import Service
 from credrefresh.sts import AioStsClient
 from credrefresh.systemd import Notifier, watchdog_interval
 
