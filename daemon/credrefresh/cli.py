@@ -17,6 +17,7 @@ from credrefresh import __version__
 from credrefresh.config import Config, load_config
 from credrefresh.errors import AlreadyRunning, ConfigError, CredentialsFileError
 from credrefresh.logs import scrub
+from credrefresh.sources import inspect
 
 __all__ = ["main"]
 
@@ -116,18 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log_format=args.log_format,
                 log_level=args.log_level,
             )
-        config = load_config(args.config)
-        if args.command == "check":
-            print(summary(config))  # noqa: T201 - check's output is for the person who ran it
-            return 0
-        if args.command == "status":
-            from credrefresh.status import status  # noqa: PLC0415
-
-            return status(config, as_json=args.json)
-        from credrefresh.logs import configure  # noqa: PLC0415
-
-        configure(args.log_format, args.log_level)
-        return refresh(args.command, config, args)
+        return dispatch(args, load_config(args.config))
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"credrefresh: {problem}", file=sys.stderr)  # noqa: T201
@@ -144,6 +134,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FILE
     except KeyboardInterrupt:
         return 130
+
+
+def dispatch(args: argparse.Namespace, config: Config) -> int:
+    """Run the command for a valid ``config``."""
+    if args.command == "status":
+        from credrefresh.status import status  # noqa: PLC0415
+
+        return status(config, as_json=args.json)
+    warnings = source_warnings(config)
+    if args.command == "check":
+        print(summary(config))  # noqa: T201 - check's output is for the person who ran it
+        for warning in warnings:
+            print(f"credrefresh: warning: {warning}", file=sys.stderr)  # noqa: T201
+        return EXIT_OK
+    from credrefresh.events import emit, event  # noqa: PLC0415
+    from credrefresh.logs import configure, get_logger  # noqa: PLC0415
+
+    configure(args.log_format, args.log_level)
+    emit(get_logger(), *(event("config.warning", warning=w) for w in warnings))
+    return refresh(args.command, config, args)
+
+
+def source_warnings(config: Config) -> tuple[str, ...]:
+    """The warnings about where the source credentials come from.
+
+    Raises:
+        ConfigError: the source cannot work (missing profile, or one credrefresh writes).
+    """
+    findings = inspect(config)
+    if findings.problems:
+        raise ConfigError(config.path, findings.problems)
+    return findings.warnings
 
 
 def refresh(command: str, config: Config, args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ CATALOGUE: Final[Mapping[str, str]] = {
     "state_file.error": "warning",
     "config.reloaded": "info",
     "config.rejected": "error",
+    "config.warning": "warning",
     "metrics.listening": "info",
 }
 
