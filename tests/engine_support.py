@@ -39,6 +39,7 @@ class ScriptedSts:
         self.queued: dict[str, list[RefreshFailed]] = {}
         self.always: dict[str, RefreshFailed] = {}
         self.calls: list[str] = []
+        self.signers: list[tuple[str, str | None]] = []  # (profile, signing access key id)
         self.resets = 0
         self.hang = False
         self.gate: anyio.Event | None = None  # when set, calls wait for it
@@ -53,8 +54,9 @@ class ScriptedSts:
             while not predicate(self.calls):
                 await self._called.wait()
 
-    async def assume(self, role: Role) -> Issued:
+    async def assume(self, role: Role, source: Credentials | None = None) -> Issued:
         self.calls.append(role.profile)
+        self.signers.append((role.profile, None if source is None else source.access_key_id))
         self._called.set()
         self._called = anyio.Event()
         await anyio.lowlevel.checkpoint()

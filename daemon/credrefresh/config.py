@@ -57,6 +57,9 @@ class Role:
         tags: Session tags, as sorted ``(key, value)`` pairs.
         policy_arns: Managed session policies.
         region: STS region for this role, overriding the top-level one.
+        source_profile: Whose credentials assume this role: another configured role (a
+            chain, assumed with its live credentials) or a profile of the AWS config files;
+            ``None`` for the ``[source]``.
     """
 
     profile: str
@@ -68,6 +71,7 @@ class Role:
     tags: tuple[tuple[str, str], ...] = ()
     policy_arns: tuple[str, ...] = ()
     region: str | None = None
+    source_profile: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +232,13 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     return _Validator(name, env).config(data)
 
 
+def chain_problems(path: str, roles: tuple[Role, ...]) -> list[str]:
+    """The role-chain problems (``credrefresh.chains``, which imports ``Role`` from here)."""
+    from credrefresh.chains import problems  # noqa: PLC0415 - a cycle of imports otherwise
+
+    return problems(path, roles)
+
+
 def default_state_name(credentials_file: str) -> str:
     """``state-<hash>.json``, one per credentials file.
 
@@ -290,6 +301,7 @@ class _Validator:
             )
         refresh = self.refresh(self.table(data, "refresh"))
         roles = self.roles(raw_roles)
+        self.problems.extend(chain_problems(self.path, roles))
         if self.problems:
             raise ConfigError(self.path, self.problems)
         return Config(
@@ -537,6 +549,9 @@ class _Validator:
         region = None
         if "region" in table:
             region = self.region(table["region"], f"{p}region")
+        source_profile = self.optional(table, "source_profile", str, "a profile name", p)
+        if source_profile is not None:
+            self.profile_name(source_profile, f"{p}source_profile")
         if len(self.problems) > before or profile is None or role_arn is None:
             return None
         return Role(
@@ -549,6 +564,7 @@ class _Validator:
             tags=tags,
             policy_arns=policy_arns,
             region=region,
+            source_profile=source_profile,
         )
 
     def required_str(self, table: Mapping[str, Any], key: str, p: str) -> str | None:

@@ -27,11 +27,11 @@ from credrefresh.config import Config, Role, load_config, plan_reload
 from credrefresh.credfile import WriteReport, read_profiles
 from credrefresh.errors import ConfigError, CredentialsFileError, RefreshFailed
 from credrefresh.events import Event, emit, event
-from credrefresh.model import ErrorInfo, Issued, RoleState, session_params
+from credrefresh.model import Credentials, ErrorInfo, Issued, RoleState, session_params
 from credrefresh.roles import Transition
 from credrefresh.schedule import WRITE_ERROR, newly_expired, next_wait, status_line
 from credrefresh.seams import Clock, Observer, Service, SystemClock
-from credrefresh.state import save_state, state_document
+from credrefresh.state import record
 from credrefresh.sts import StsClient
 from credrefresh.systemd import Notifier
 from credrefresh.writer import WriteOutcome, Writer
@@ -42,6 +42,7 @@ SLICE: Final = 10.0  # longest single sleep: a clock jump or resume is noticed t
 STARTUP_LIMIT: Final = 60.0  # READY=1 by then even if some first calls still hang
 STOP_GRACE: Final = 10.0  # the last write must finish well inside TimeoutStopSec (30 s)
 START_SPREAD: Final = 1.0  # first calls of a start are spread over this many seconds
+CHAIN_RETRY: Final = 0.5  # a chained role waiting for its source looks again this soon after it
 
 
 class Daemon:
@@ -88,6 +89,7 @@ class Daemon:
         self.limiter = anyio.CapacityLimiter(config.max_concurrency)
         self.in_flight: set[str] = set()
         self.unattempted: set[str] = set(self.states)
+        self.live: dict[str, Issued] = {}  # the latest session per role: chained roles sign with it
         self.first_round = anyio.Event()
         self.ready = anyio.Event()
         self.done = anyio.Event()
@@ -239,7 +241,7 @@ class Daemon:
             self._report_expired(now)
             for state in list(self.states.values()):
                 if state.due <= now and state.role.profile not in self.in_flight:
-                    self._start(state)
+                    self._start(state, now)
             self._ping()
             self._notify_status()
             horizon = min(self.slice_s, self.watchdog) if self.watchdog else self.slice_s
@@ -254,16 +256,38 @@ class Daemon:
             with anyio.move_on_after(wait):
                 await self.wake.wait()
 
-    def _start(self, state: RoleState) -> None:
+    def _start(self, state: RoleState, now: datetime) -> None:
         assert self._tg is not None  # noqa: S101 - only called from inside run()
+        source: Credentials | None = None
+        parent = self._source_state(state.role)
+        if parent is not None:
+            live = self.live.get(parent.role.profile)
+            # Never call with a parent session that could expire during the call.
+            margin = timedelta(seconds=2 * self.config.sts_timeout)
+            if live is None or live.credentials.expiration - now <= margin:
+                self._wait_for(state, parent, now)
+                return
+            source = live.credentials
         self.in_flight.add(state.role.profile)
-        self._tg.start_soon(self._refresh, state.role, state.generation)
+        self._tg.start_soon(self._refresh, state.role, state.generation, source)
 
-    async def _refresh(self, role: Role, generation: int) -> None:
+    def _source_state(self, role: Role) -> RoleState | None:
+        """The state of the configured role that signs for ``role``, if it is chained."""
+        return None if role.source_profile is None else self.states.get(role.source_profile)
+
+    def _wait_for(self, state: RoleState, parent: RoleState, now: datetime) -> None:
+        """The child waits; a parent with no session fit to sign is refreshed first."""
+        name = parent.role.profile
+        if name not in self.in_flight and parent.last_error is None and parent.due > now:
+            parent = replace(parent, due=now)  # after a warm start its session is not in memory
+            self.states[name] = parent
+        self._apply(state.role.profile, roles.waiting(state, parent, now, CHAIN_RETRY))
+
+    async def _refresh(self, role: Role, generation: int, source: Credentials | None) -> None:
         try:
             async with self.limiter:
                 try:
-                    result = await self.sts.assume(role)
+                    result = await self.sts.assume(role, source)
                 except RefreshFailed as exc:
                     self._failed(role, generation, exc)
                 else:
@@ -292,6 +316,7 @@ class Daemon:
         if state is None:
             return
         self.states[role.profile] = roles.issued(state, result, self.config.refresh, self.rng())
+        self.live[role.profile] = result
         self.writer.add(replace(result, params=session_params(role)))
 
     def _failed(self, role: Role, generation: int, exc: RefreshFailed) -> None:
@@ -398,19 +423,11 @@ class Daemon:
         self.wake.set()  # expiries of what is in the file are now to be reported
 
     async def _save_state(self) -> None:
-        document = state_document(
-            self.states,
-            now=self.clock.now(),
-            pid=os.getpid(),
-            credentials_file=self.config.credentials_file,
-        )
         if self.observer is not None:
             self.observer.states(self.states)
-        try:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(save_state, self.config.state_file, document)
-        except OSError as exc:
-            self._emit(event("state_file.error", path=self.config.state_file, error=str(exc)))
+        failure = await record(self.config, self.states, self.clock.now())
+        if failure is not None:
+            self._emit(failure)
 
     # -- systemd ---------------------------------------------------------------------------
 
@@ -457,8 +474,10 @@ class Daemon:
             return False
         for name in plan.removed:
             self.writer.remove(name)
+            self.live.pop(name, None)
         for name in (*plan.added, *plan.changed):
             self.writer.forget(name)
+            self.live.pop(name, None)
         self.states = roles.reloaded(
             self.states, new.roles, plan, self.clock.now(), self.generations
         )

@@ -35,6 +35,7 @@ CATALOGUE: Final[Mapping[str, str]] = {
     "role.refreshed": "info",
     "role.refresh_failed": "error",
     "role.expired": "error",
+    "role.waiting": "warning",
     "profile.conflict": "error",
     "profile.removed": "info",
     "credentials_file.written": "info",
@@ -75,8 +76,10 @@ def emit(log: Any, *events: Event) -> None:  # noqa: ANN401 - structlog's bound 
         getattr(log, CATALOGUE[item.name])(item.name, **item.fields)
 
 
-def refreshed(issued: Issued, **extra: object) -> Event:
-    """``role.refreshed``: new credentials are in the file."""
+def refreshed(issued: Issued, *, source: str | None = None, **extra: object) -> Event:
+    """``role.refreshed``: new credentials are in the file (``source``: the signing role)."""
+    if source is not None:
+        extra["source"] = source
     return event(
         "role.refreshed",
         profile=issued.profile,

@@ -102,6 +102,8 @@ class RoleState:
         last_error: The most recent failure, cleared by a success.
         expired_reported: Whether ``role.expired`` was logged for the current credentials.
         conflict: Whether the profile exists in the file without our marker.
+        waiting_for: The source role this one waits for (a chain whose parent has no valid
+            session), reported once per wait.
     """
 
     role: Role
@@ -114,6 +116,7 @@ class RoleState:
     last_error: ErrorInfo | None = None
     expired_reported: bool = False
     conflict: bool = False
+    waiting_for: str | None = None
 
 
 def session_params(role: Role) -> str:

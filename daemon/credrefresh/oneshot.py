@@ -7,8 +7,7 @@ reported as still failing.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,12 +15,13 @@ from typing import Any
 import anyio
 
 from credrefresh import roles
+from credrefresh.chains import levels
 from credrefresh.config import Config, Role
 from credrefresh.credfile import ManagedProfile, read_profiles
 from credrefresh.errors import CredentialsFileError, RefreshFailed
 from credrefresh.events import conflict, emit, event, refresh_failed, refreshed
-from credrefresh.model import ErrorInfo, Issued, RoleState, session_params
-from credrefresh.state import load_state, save_state, state_document
+from credrefresh.model import Credentials, ErrorInfo, Issued, RoleState, session_params
+from credrefresh.state import record
 from credrefresh.sts import StsClient
 from credrefresh.writer import write_file
 
@@ -48,16 +48,23 @@ class OnceOutcome:
 
 
 async def assume_all(
-    sts: StsClient, to_assume: Iterable[Role], limit: int
+    sts: StsClient,
+    to_assume: Iterable[Role],
+    limit: int,
+    sources: Mapping[str, Credentials] | None = None,
 ) -> dict[str, Issued | RefreshFailed]:
-    """Assume every role concurrently, at most ``limit`` calls in flight."""
+    """Assume every role concurrently, at most ``limit`` calls in flight.
+
+    ``sources`` holds, for chained roles, the parent session that signs their call.
+    """
+    signers = sources or {}
     limiter = anyio.CapacityLimiter(limit)
     results: dict[str, Issued | RefreshFailed] = {}
 
     async def one(role: Role) -> None:
         async with limiter:
             try:
-                results[role.profile] = await sts.assume(role)
+                results[role.profile] = await sts.assume(role, signers.get(role.profile))
             except RefreshFailed as exc:
                 results[role.profile] = exc
 
@@ -92,14 +99,77 @@ async def select(
         in_file = await anyio.to_thread.run_sync(read_profiles, config.credentials_file)
     except CredentialsFileError:
         in_file = {}  # the write reports it
-    todo: list[Role] = []
-    skipped: list[str] = []
-    for role in config.roles:
-        if fresh_enough(role, in_file.get(role.profile), now, min_remaining):
-            skipped.append(role.profile)
-        else:
-            todo.append(role)
-    return todo, skipped
+    needed = {
+        r.profile
+        for r in config.roles
+        if not fresh_enough(r, in_file.get(r.profile), now, min_remaining)
+    }
+    # A chained role signs with its parent's session, which only a call brings into memory.
+    pending = list(needed)
+    while pending:
+        role = config.role(pending.pop())
+        signer = None if role is None else role.source_profile
+        if signer is not None and signer not in needed and config.role(signer) is not None:
+            needed.add(signer)
+            pending.append(signer)
+    todo = [r for r in config.roles if r.profile in needed]
+    return todo, [r.profile for r in config.roles if r.profile not in needed]
+
+
+def successes_role(config: Config, profile: str) -> str | None:
+    """The source role of ``profile``, for the event's ``source`` field."""
+    role = config.role(profile)
+    return None if role is None else role.source_profile
+
+
+def collect(
+    config: Config,
+    todo: Iterable[Role],
+    results: Mapping[str, Issued | RefreshFailed],
+    started: datetime,
+    log: Any,  # noqa: ANN401 - structlog's bound logger
+) -> tuple[dict[str, Issued], dict[str, RoleState], list[str]]:
+    """What to write, the states to record, and which profiles failed (failures logged)."""
+    successes: dict[str, Issued] = {}
+    states: dict[str, RoleState] = {}
+    failed: list[str] = []
+    for role in todo:
+        states[role.profile] = RoleState(role, due=started)
+        result = results[role.profile]
+        if isinstance(result, Issued):
+            successes[role.profile] = replace(result, params=session_params(role))
+            continue
+        failed.append(role.profile)
+        emit(log, refresh_failed(role, result.code, result.message, transient=result.transient))
+        error = ErrorInfo(result.code, result.message, result.transient, datetime.now(UTC))
+        states[role.profile] = roles.failed(states[role.profile], error, config.refresh, 0.5).state
+    return successes, states, failed
+
+
+async def assume_chained(
+    sts: StsClient, todo: Sequence[Role], limit: int
+) -> dict[str, Issued | RefreshFailed]:
+    """Assume ``todo`` level by level: a chained role after the role that signs for it."""
+    results: dict[str, Issued | RefreshFailed] = {}
+    configured = {r.profile for r in todo}
+    for level in levels(todo):
+        ready: list[Role] = []
+        sources: dict[str, Credentials] = {}
+        for role in level:
+            signer = role.source_profile if role.source_profile in configured else None
+            parent = None if signer is None else results.get(signer)
+            if isinstance(parent, RefreshFailed):
+                results[role.profile] = RefreshFailed(
+                    "SourceUnavailable",
+                    f"the source role {signer!r} failed: {parent.code}",
+                    transient=True,
+                )
+                continue
+            if isinstance(parent, Issued):
+                sources[role.profile] = parent.credentials
+            ready.append(role)
+        results |= await assume_all(sts, ready, limit, sources)
+    return results
 
 
 async def once(
@@ -121,26 +191,8 @@ async def once(
     )
     started = datetime.now(UTC)
     todo, skipped = await select(config, started, min_remaining)
-    results = await assume_all(sts, todo, config.max_concurrency)
-    successes: dict[str, Issued] = {}
-    for role in todo:
-        result = results[role.profile]
-        if isinstance(result, Issued):
-            successes[role.profile] = replace(result, params=session_params(role))
-    states = {r.profile: RoleState(r, due=started) for r in todo}
-    failed: list[str] = []
-    for role in todo:
-        outcome = results[role.profile]
-        if isinstance(outcome, RefreshFailed):
-            failed.append(role.profile)
-            emit(
-                log,
-                refresh_failed(role, outcome.code, outcome.message, transient=outcome.transient),
-            )
-            error = ErrorInfo(outcome.code, outcome.message, outcome.transient, datetime.now(UTC))
-            states[role.profile] = roles.failed(
-                states[role.profile], error, config.refresh, 0.5
-            ).state
+    results = await assume_chained(sts, todo, config.max_concurrency)
+    successes, states, failed = collect(config, todo, results, started, log)
     now = datetime.now(UTC)
     try:
         report, written = await write_file(config.credentials_file, successes, now=now)
@@ -153,13 +205,15 @@ async def once(
         if conflicted is not None:
             emit(log, conflict(config.credentials_file, conflicted))
     for name in report.written:
-        emit(log, refreshed(successes[name]))
+        emit(log, refreshed(successes[name], source=successes_role(config, name)))
         states[name] = roles.written(
             roles.issued(states[name], successes[name], config.refresh, 0.5), successes[name], now
         ).state
     for name in report.conflicts:
         states.pop(name, None)
-    await _record(config, states, now, log)
+    failure = await record(config, states, now, merge=True)
+    if failure is not None:
+        emit(log, failure)
     emit(
         log,
         event(
@@ -176,24 +230,3 @@ async def once(
         failed=tuple(failed),
         conflicts=report.conflicts,
     )
-
-
-async def _record(
-    config: Config,
-    states: Mapping[str, RoleState],
-    now: datetime,
-    log: Any,  # noqa: ANN401
-) -> None:
-    """Merge this round into the state file, keeping what it says of the other profiles."""
-    document = state_document(
-        states, now=now, pid=os.getpid(), credentials_file=config.credentials_file
-    )
-    previous = load_state(config.state_file)
-    if previous is not None and previous.get("credentials_file") == config.credentials_file:
-        merged = dict(previous.get("profiles") or {})
-        merged.update(document["profiles"])
-        document["profiles"] = merged
-    try:
-        await anyio.to_thread.run_sync(save_state, config.state_file, document)
-    except OSError as exc:
-        emit(log, event("state_file.error", path=config.state_file, error=str(exc)))

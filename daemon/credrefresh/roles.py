@@ -30,6 +30,7 @@ __all__ = [
     "issued",
     "reloaded",
     "seeded",
+    "waiting",
     "write_failed",
     "written",
 ]
@@ -75,6 +76,7 @@ def after_success(
         last_error=None,
         expired_reported=False,
         conflict=False,
+        waiting_for=None,
     )
 
 
@@ -131,7 +133,10 @@ def written(state: RoleState, result: Issued, now: datetime) -> Transition:
         access_key_id=result.credentials.access_key_id,
         now=now,
     )
-    return Transition(new, (events.refreshed(result, next_refresh_at=format_time(new.due)),))
+    refreshed = events.refreshed(
+        result, source=state.role.source_profile, next_refresh_at=format_time(new.due)
+    )
+    return Transition(new, (refreshed,))
 
 
 def conflicted(
@@ -141,6 +146,32 @@ def conflicted(
     error = ErrorInfo("ProfileConflict", CONFLICT_MESSAGE, False, now)
     new = after_failure(state, error, policy=policy, u=u, conflict=True)
     return Transition(new, (events.conflict(path, state.role),))
+
+
+def waiting(state: RoleState, source: RoleState, now: datetime, retry_s: float) -> Transition:
+    """A chained role is due but its source role has no session fit to sign with.
+
+    It waits for the source (at most ``retry_s`` before looking again, or until the source's
+    own next attempt); ``role.waiting`` is logged once per wait, not once per look.
+    """
+    due = max(source.due, now) + timedelta(seconds=retry_s)
+    new = replace(state, due=due, waiting_for=source.role.profile)
+    if state.waiting_for == source.role.profile:
+        return Transition(new)
+    reason = "no valid session yet" if source.last_error is None else source.last_error.code
+    return Transition(
+        new,
+        (
+            events.event(
+                "role.waiting",
+                profile=state.role.profile,
+                role_arn=state.role.role_arn,
+                source=source.role.profile,
+                reason=reason,
+                retry_at=format_time(due),
+            ),
+        ),
+    )
 
 
 def write_failed(state: RoleState, error: ErrorInfo) -> RoleState:

@@ -125,7 +125,13 @@ def inspect(config: Config, env: Mapping[str, str] | None = None) -> Findings:
                 f"{config.path}: source.profile: unset, and AWS_PROFILE={clip(chosen)} exists in "
                 f"neither {config_file} nor {credentials}"
             )
-    for role in config.roles:
+    for index, role in enumerate(config.roles):
+        signer = role.source_profile
+        if signer is not None and signer not in managed and signer not in known:
+            problems.append(
+                f"{config.path}: roles[{index}].source_profile: {clip(signer)} is neither a "
+                f"configured role nor a profile of {config_file} or {credentials}"
+            )
         shadowing = sorted(k for k in in_config.get(role.profile, {}) if k in SHADOWING_KEYS)
         if shadowing:
             warnings.append(

@@ -13,10 +13,14 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
+import anyio
+
 from credrefresh.atomic import remove_stale_temps, replace_atomically
+from credrefresh.config import Config
+from credrefresh.events import Event, event
 from credrefresh.model import RoleState, format_time
 
-__all__ = ["STATE_VERSION", "load_state", "save_state", "state_document"]
+__all__ = ["STATE_VERSION", "load_state", "record", "save_state", "state_document"]
 
 STATE_VERSION: Final = 1
 
@@ -78,3 +82,32 @@ def load_state(path: str) -> dict[str, Any] | None:
     if not isinstance(document, dict) or document.get("version") != STATE_VERSION:
         return None
     return document
+
+
+async def record(
+    config: Config,
+    states: Mapping[str, RoleState],
+    now: datetime,
+    *,
+    merge: bool = False,
+) -> Event | None:
+    """Write ``states`` to the state file in a worker thread; the failure event, if any.
+
+    With ``merge``, profiles the document does not mention keep what the file said of them
+    (``once`` records only its own round).
+    """
+    document = state_document(
+        states, now=now, pid=os.getpid(), credentials_file=config.credentials_file
+    )
+    if merge:
+        previous = load_state(config.state_file)
+        if previous is not None and previous.get("credentials_file") == config.credentials_file:
+            merged = dict(previous.get("profiles") or {})
+            merged.update(document["profiles"])
+            document["profiles"] = merged
+    try:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(save_state, config.state_file, document)
+    except OSError as exc:
+        return event("state_file.error", path=config.state_file, error=str(exc))
+    return None

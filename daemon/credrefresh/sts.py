@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import platform
 import time
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol, Self
 
@@ -71,13 +72,14 @@ SOURCE_CODES: Final = frozenset(
     }
 )
 SERVER_ERROR: Final = 500
+MAX_KEYED: Final = 64  # open clients signing with parent sessions (hubs times their rotations)
 
 
 class StsClient(Protocol):
     """Assumes one role (raising ``RefreshFailed`` on any failure); can adopt a new config."""
 
-    async def assume(self, role: Role) -> Issued:
-        """Call AssumeRole for ``role``."""
+    async def assume(self, role: Role, source: Credentials | None = None) -> Issued:
+        """Call AssumeRole for ``role``, signed with ``source`` when given (a role chain)."""
         ...
 
     async def reset(self, config: Config | None = None) -> None:
@@ -184,11 +186,27 @@ class _Generation:
         self.clients: dict[str, Any] = {}
         self.users = 0
         self.retired = False
+        # Clients signing with a parent role's session, by access key id: a parent's rotation
+        # makes a new one; idle old ones are closed once more than MAX_KEYED are open.
+        self.keyed: OrderedDict[str, tuple[Any, contextlib.AsyncExitStack]] = OrderedDict()
+        self.keyed_users: dict[str, int] = {}
 
     async def close(self) -> None:
         self.clients = {}
+        keyed, self.keyed = self.keyed, OrderedDict()
         with anyio.CancelScope(shield=True):
+            for _, stack in keyed.values():
+                await stack.aclose()
             await self.stack.aclose()
+
+    async def trim(self) -> None:
+        """Close the least recently used idle keyed clients beyond ``MAX_KEYED``."""
+        idle = [k for k in self.keyed if not self.keyed_users.get(k)]
+        with anyio.CancelScope(shield=True):
+            for key in idle[: max(0, len(self.keyed) - MAX_KEYED)]:
+                _, stack = self.keyed.pop(key)
+                self.keyed_users.pop(key, None)
+                await stack.aclose()
 
 
 class AioStsClient:
@@ -226,15 +244,18 @@ class AioStsClient:
             if old.users == 0:
                 await old.close()
 
-    async def _client(self, generation: _Generation, region: str) -> Any:  # noqa: ANN401
-        client = generation.clients.get(region)
+    async def _client(
+        self, generation: _Generation, region: str, profile: str | None = None
+    ) -> Any:  # noqa: ANN401
+        key = region if profile is None else f"{region}|profile|{profile}"
+        client = generation.clients.get(key)
         if client is not None:
             return client
         async with self._lock:
-            client = generation.clients.get(region)
+            client = generation.clients.get(key)
             if client is None:
                 config = generation.config
-                core = AioSession(profile=config.source_profile)
+                core = AioSession(profile=profile or config.source_profile)
                 core.get_component("response_parser_factory").set_parser_defaults(
                     timestamp_parser=parse_timestamp
                 )
@@ -247,20 +268,74 @@ class AioStsClient:
                         config=client_config(config, core),
                     )
                 )
-                generation.clients[region] = client
+                generation.clients[key] = client
         return client
 
-    async def assume(self, role: Role) -> Issued:
-        """Call AssumeRole; raise ``RefreshFailed`` (never anything else) on failure."""
+    async def _signer(
+        self, generation: _Generation, role: Role, source: Credentials | None
+    ) -> tuple[str | None, Any]:
+        """The client to call with, and its keyed-client key when it signs with ``source``."""
+        region = role.region or generation.config.region
+        if source is not None:
+            return await self._keyed_client(generation, region, source)
+        return None, await self._client(generation, region, role.source_profile)
+
+    async def _keyed_client(
+        self, generation: _Generation, region: str, source: Credentials
+    ) -> tuple[str, Any]:
+        """A client signing with a parent role's session (role chains)."""
+        key = f"{region}|{source.access_key_id}"
+        async with self._lock:
+            entry = generation.keyed.get(key)
+            if entry is None:
+                config = generation.config
+                core = AioSession()
+                core.get_component("response_parser_factory").set_parser_defaults(
+                    timestamp_parser=parse_timestamp
+                )
+                session = aioboto3.Session(botocore_session=core)
+                stack = contextlib.AsyncExitStack()
+                client = await stack.enter_async_context(
+                    session.client(
+                        "sts",
+                        region_name=region,
+                        endpoint_url=config.sts_endpoint_url,
+                        config=client_config(config, core),
+                        aws_access_key_id=source.access_key_id,
+                        aws_secret_access_key=source.secret_access_key,
+                        aws_session_token=source.session_token,
+                    )
+                )
+                entry = generation.keyed[key] = (client, stack)
+            generation.keyed.move_to_end(key)
+            generation.keyed_users[key] = generation.keyed_users.get(key, 0) + 1
+        return key, entry[0]
+
+    async def assume(self, role: Role, source: Credentials | None = None) -> Issued:
+        """Call AssumeRole; raise ``RefreshFailed`` (never anything else) on failure.
+
+        ``source`` signs the call when given: the live session of the configured role named
+        by ``role.source_profile``. A ``source_profile`` that is not a configured role is a
+        profile of the AWS config files, resolved by botocore.
+        """
+        chained = role.source_profile is not None and self._current.config.role(role.source_profile)
+        if source is None and chained:
+            # Never sign with what credrefresh itself wrote to the file.
+            raise RefreshFailed(
+                "SourceUnavailable",
+                f"the source role {role.source_profile!r} has no valid session",
+                transient=True,
+            )
         started = datetime.now(UTC)
         clock = time.perf_counter()
         generation = self._current
         generation.users += 1
+        keyed: str | None = None
         try:
             # botocore bounds each HTTP attempt; this bounds the whole call, credential
             # resolution (a hung credential_process, say) and retries included.
             with anyio.fail_after(call_deadline(generation.config)):
-                client = await self._client(generation, role.region or generation.config.region)
+                keyed, client = await self._signer(generation, role, source)
                 response = await client.assume_role(**request(role))
         except TimeoutError:
             failure = RefreshFailed(
@@ -291,6 +366,9 @@ class AioStsClient:
             )
         finally:
             generation.users -= 1
+            if keyed is not None:
+                generation.keyed_users[keyed] -= 1
+                await generation.trim()
             if generation.retired and generation.users == 0:
                 await generation.close()
         if failure.source and generation is self._current:
