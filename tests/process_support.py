@@ -88,10 +88,16 @@ class NotifySocket:
 class Proc:
     """A credrefresh subprocess whose stdout JSON events are collected as they arrive."""
 
-    def __init__(self, args: Sequence[str], env: dict[str, str]) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        env: dict[str, str],
+        preexec_fn: Callable[[], object] | None = None,
+    ) -> None:
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "credrefresh", *args],
             env=env,
+            preexec_fn=preexec_fn,  # noqa: PLW1509 - only setrlimit, before exec
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

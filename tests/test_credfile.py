@@ -40,13 +40,13 @@ from credrefresh.credfile import (  # noqa: E402
     MARKER_KEY,
     ManagedProfile,
     identity,
-    instance_lock,
     lock_path,
     read_profiles,
     render,
     update_profiles,
 )
 from credrefresh.errors import AlreadyRunning, CredentialsFileError  # noqa: E402
+from credrefresh.instance import instance_lock  # noqa: E402
 from credrefresh.model import Credentials, Issued  # noqa: E402
 
 NOW = datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC)
@@ -951,7 +951,7 @@ def test_read_profiles_reports_no_secrets(creds_path: Path) -> None:
 
 INSTANCE_HOLDER = r"""
 import sys
-from credrefresh.credfile import instance_lock
+from credrefresh.instance import instance_lock
 with instance_lock(sys.argv[1]):
     print("held", flush=True)
     sys.stdin.readline()

@@ -33,14 +33,14 @@ from configupdater import ConfigUpdater, Option, Section
 from configupdater.parser import ParsingError as UpdaterParsingError
 
 from credrefresh.atomic import remove_stale_temps, replace_atomically
-from credrefresh.errors import AlreadyRunning, CredentialsFileError
+from credrefresh.errors import CredentialsFileError
 from credrefresh.model import Issued, format_time, parse_time
+from credrefresh.safefs import ensure_directory, open_private, open_regular
 
 __all__ = [
     "MARKER_KEY",
     "ManagedProfile",
     "WriteReport",
-    "instance_lock",
     "lock_path",
     "read_profiles",
     "render",
@@ -265,10 +265,7 @@ def locked(
     daemon is stopping and will retry once, with a short bound).
     """
     name = lock_path(path)
-    try:
-        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise CredentialsFileError(f"{name}: cannot open lock file: {exc.strerror}") from None
+    fd = open_private(name, "lock file")
     try:
         deadline = time.monotonic() + timeout
         delay = 0.001
@@ -291,26 +288,15 @@ def locked(
         os.close(fd)
 
 
-def ensure_directory(target: str) -> None:
-    """Create the file's directory (0700) when it is missing."""
-    directory = os.path.dirname(target)
-    if not os.path.isdir(directory):
-        try:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise CredentialsFileError(f"{directory}: cannot create: {exc.strerror}") from None
-
-
 def read_text(target: str) -> tuple[str, tuple[int, int, int] | None]:
     """Read the file; return its text and ``(inode, size, mtime_ns)``, or ``None`` when absent."""
+    fd = open_regular(target, "credentials file")
+    if fd is None:
+        return "", None
     try:
-        with open(target, "rb") as handle:
+        with open(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
             data = handle.read()
-    except FileNotFoundError:
-        return "", None
-    except IsADirectoryError:
-        raise CredentialsFileError(f"{target}: is a directory, not a credentials file") from None
     except OSError as exc:
         raise CredentialsFileError(f"{target}: cannot read: {exc.strerror}") from None
     try:
@@ -387,7 +373,9 @@ def update_profiles(
     """
     target = os.path.realpath(path)
     moment = now or datetime.now(UTC)
-    ensure_directory(target)
+    # The link's own directory too: whoever can write there can point the link elsewhere.
+    ensure_directory(os.path.dirname(os.path.abspath(path)))
+    ensure_directory(os.path.dirname(target))
     with locked(path, lock_timeout, cancel):
         remove_stale_temps(target)
         for _ in range(STABLE_READ_TRIES):
@@ -450,36 +438,3 @@ def read_profiles(path: str) -> dict[str, ManagedProfile]:
             session_params=section.get("credrefresh_session_params"),
         )
     return profiles
-
-
-def instance_path(path: str) -> str:
-    """The file whose lock marks a running ``credrefresh run`` for ``path``."""
-    return os.path.realpath(path) + ".credrefresh.pid"
-
-
-@contextlib.contextmanager
-def instance_lock(path: str) -> Iterator[None]:
-    """Hold the one-daemon-per-file lock for ``path`` while the block runs.
-
-    Raises:
-        AlreadyRunning: another ``run`` holds it; the message names its pid.
-    """
-    name = instance_path(path)
-    ensure_directory(name)
-    try:
-        fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as exc:
-        raise CredentialsFileError(f"{name}: cannot open: {exc.strerror}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise AlreadyRunning(
-                f"another credrefresh run (pid {holder}) already keeps {path} fresh"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)

@@ -1,9 +1,8 @@
 """``credrefresh run``: keep every profile fresh until stopped.
 
-One task group owns every task: the scheduler (sleeps until the earliest due time, in bounded
-slices measured against the wall clock, and pings the systemd watchdog), the refresh tasks it
-starts (bounded by a capacity limiter), the writer (coalesces finished refreshes into one file
-write) and the signal handler (SIGTERM/SIGINT stop, SIGHUP reloads).
+One task group owns every task: the scheduler (sleeps until the earliest due time in bounded
+slices, pings the watchdog), the refresh tasks it starts (under a capacity limiter), the write
+loop (coalesced writes, ``writer.Writer``) and the signal handler (stop; SIGHUP reloads).
 """
 
 from __future__ import annotations

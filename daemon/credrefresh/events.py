@@ -45,6 +45,7 @@ CATALOGUE: Final[Mapping[str, str]] = {
     "config.rejected": "error",
     "config.warning": "warning",
     "metrics.listening": "info",
+    "listener.accept_error": "error",
 }
 
 

@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from credrefresh.errors import ConfigError
+from credrefresh.listener import Limits, Listener, hostport, url_of
 from credrefresh.model import Issued, RoleState
 
 __all__ = ["Metrics"]
@@ -132,27 +133,29 @@ class Metrics:
 
     async def serve(self, log: Any, *, task_status: TaskStatus[None]) -> None:  # noqa: ANN401
         """Serve ``/metrics`` until cancelled; ``task_status.started()`` once listening."""
-        app = web.Application()
+        limits = Limits()
+        app = web.Application(client_max_size=limits.client_max_size)
         app.router.add_get("/metrics", self._metrics)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
+        listener = Listener(app, self.host, self.port, log, limits)
         try:
-            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-            try:
-                await site.start()
-            except OSError as exc:
-                problem = (
-                    f"{self.config_path}: metrics_address: cannot listen on "
-                    f"{self.host}:{self.port}: {exc.strerror or exc}"
-                )
-                raise ConfigError(self.config_path, [problem]) from None
-            server = site._server  # noqa: SLF001 - aiohttp exposes the bound port nowhere else
-            sockets = getattr(server, "sockets", None) or []
-            if sockets:
-                self.port = int(sockets[0].getsockname()[1])
-            log.info("metrics.listening", address=f"{self.host}:{self.port}", path="/metrics")
+            await listener.start()
+        except OSError as exc:
+            problem = (
+                f"{self.config_path}: metrics_address: cannot listen on "
+                f"{hostport(self.host, self.port)}: {exc.strerror or exc}"
+            )
+            raise ConfigError(self.config_path, [problem]) from None
+        try:
+            self.port = listener.port
+            log.info(
+                "metrics.listening",
+                address=hostport(self.host, self.port),
+                url=url_of(self.host, self.port, "/metrics"),
+                path="/metrics",
+                max_connections=listener.cap,
+            )
             task_status.started()
             await anyio.sleep_forever()
         finally:
             with anyio.CancelScope(shield=True):
-                await runner.cleanup()
+                await listener.stop()

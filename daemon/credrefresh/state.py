@@ -7,6 +7,7 @@ secrets: the only credential-related value in it is the access key id, which is 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Mapping
@@ -17,8 +18,10 @@ import anyio
 
 from credrefresh.atomic import remove_stale_temps, replace_atomically
 from credrefresh.config import Config
+from credrefresh.errors import CredentialsFileError
 from credrefresh.events import Event, event
 from credrefresh.model import RoleState, format_time
+from credrefresh.safefs import ensure_directory, open_regular
 
 __all__ = ["STATE_VERSION", "load_state", "record", "save_state", "state_document"]
 
@@ -64,9 +67,16 @@ def state_document(
 
 
 def save_state(path: str, document: Mapping[str, Any]) -> None:
-    """Atomically replace the state file (creating its directory 0700)."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    """Atomically replace the state file (creating its directory 0700).
+
+    Raises:
+        OSError: it cannot be written, or its directory is unsafe (``safefs.check_directory``).
+    """
+    try:
+        ensure_directory(os.path.dirname(os.path.abspath(path)))
+    except CredentialsFileError as exc:
+        # The daemon treats a state file it cannot write as a warning, like any OSError.
+        raise PermissionError(errno.EPERM, str(exc)) from None
     remove_stale_temps(path)  # only `run` writes it, and one `run` per file
     data = json.dumps(document, indent=1, sort_keys=True).encode()
     replace_atomically(path, data)
@@ -75,9 +85,12 @@ def save_state(path: str, document: Mapping[str, Any]) -> None:
 def load_state(path: str) -> dict[str, Any] | None:
     """The state document, or ``None`` when absent or unreadable (status then says less)."""
     try:
-        with open(path, "rb") as handle:
+        fd = open_regular(path, "state file")  # a FIFO planted here must not block status
+        if fd is None:
+            return None
+        with open(fd, "rb") as handle:
             document = json.load(handle)
-    except (OSError, ValueError):
+    except (OSError, ValueError, CredentialsFileError):
         return None
     if not isinstance(document, dict) or document.get("version") != STATE_VERSION:
         return None

@@ -13,9 +13,9 @@ from typing import Any
 import anyio
 
 from credrefresh.config import Config
-from credrefresh.credfile import instance_lock
 from credrefresh.engine import Daemon
 from credrefresh.errors import ConfigError, CredrefreshError
+from credrefresh.instance import instance_lock
 from credrefresh.logs import get_logger
 from credrefresh.oneshot import OnceOutcome, once
 from credrefresh.seams import Service
