@@ -623,3 +623,43 @@ async def test_expiry_is_reported_while_writes_keep_failing(tmp_path):
             await target.write_text(text)
         daemon.stop()
     assert log.named("role.expired")[0]["last_error_code"] == "CredentialsFileError"
+
+
+async def test_watchdog_pings_stop_while_a_write_is_stuck(tmp_path, recording):
+    """A write stuck past every bound stops WATCHDOG=1, so systemd can act; pings resume after."""
+    import fcntl  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    from credrefresh.credfile import lock_path  # noqa: PLC0415
+
+    clock = JumpClock()
+    config = make_config(tmp_path, ["a"])
+    sts = ScriptedSts(clock, lifetime=3600)
+    daemon, log = build(
+        config, sts, clock, notifier=recording, watchdog=0.1, write_stuck_after=0.3
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        fd = os.open(lock_path(config.credentials_file), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            daemon.refresh_now("a")
+            await sts.wait_calls(lambda calls: len(calls) == 2)
+            # Collect the pings for 2 s while the write waits for the lock: they stop once it
+            # has been stuck for 0.3 s, so the last one comes well before the window ends.
+            pings: list[float] = []
+            window_end = anyio.current_time() + 2.0
+            with anyio.move_on_after(2.0):
+                while True:
+                    await anyio.wait_readable(recording.receiver)
+                    before = len(recording.seen)
+                    pings += [anyio.current_time()] * recording.sent[before:].count("WATCHDOG=1")
+            assert pings, "no ping at all: the write never started?"
+            assert window_end - pings[-1] > 1.0, window_end - pings[-1]
+        finally:
+            os.close(fd)
+        await log.wait_count("credentials_file.written", 2)
+        with anyio.fail_after(5):
+            while "WATCHDOG=1" not in recording.sent:
+                await anyio.wait_readable(recording.receiver)
+        daemon.stop()

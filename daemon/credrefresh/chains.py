@@ -8,11 +8,22 @@ configuration: the graph's problems, its depth, and the order ``once`` assumes r
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Final
 
 from credrefresh.config import Role
+from credrefresh.model import Credentials, Issued, RoleState
 
-__all__ = ["CHAINED_MAX_DURATION", "MAX_DEPTH", "levels", "parent", "problems"]
+__all__ = [
+    "CHAINED_MAX_DURATION",
+    "MAX_DEPTH",
+    "levels",
+    "parent",
+    "problems",
+    "pulled",
+    "signer",
+]
 
 CHAINED_MAX_DURATION: Final = 3600  # AWS caps a chained role session at one hour
 MAX_DEPTH: Final = 5  # hub -> spoke chains deeper than this are a configuration mistake
@@ -79,3 +90,21 @@ def levels(roles: Sequence[Role]) -> list[list[Role]]:
     for role in roles:
         grouped.setdefault(depth(role, by_profile) or 0, []).append(role)
     return [grouped[d] for d in sorted(grouped)]
+
+
+def signer(live: Issued | None, now: datetime, margin: timedelta) -> Credentials | None:
+    """The parent session to sign a child's call with, if it outlives the call's ``margin``."""
+    if live is None or live.credentials.expiration - now <= margin:
+        return None
+    return live.credentials
+
+
+def pulled(parent: RoleState, now: datetime, *, in_flight: bool) -> RoleState:
+    """The parent, due now when a child needs a session it does not have in memory.
+
+    After a warm start a parent's session is only in the file; it is refreshed first. A parent
+    that is failing keeps its backoff (its children wait for it), one in flight is left alone.
+    """
+    if in_flight or parent.last_error is not None or parent.due <= now:
+        return parent
+    return replace(parent, due=now)

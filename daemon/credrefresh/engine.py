@@ -21,7 +21,7 @@ from typing import Any, Final
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
-from credrefresh import roles
+from credrefresh import chains, roles
 from credrefresh.config import Config, Role, load_config, plan_reload
 from credrefresh.credfile import WriteReport, read_profiles
 from credrefresh.errors import ConfigError, CredentialsFileError, RefreshFailed
@@ -33,7 +33,7 @@ from credrefresh.seams import Clock, Observer, Service, SystemClock
 from credrefresh.state import record
 from credrefresh.sts import StsClient
 from credrefresh.systemd import Notifier
-from credrefresh.writer import WriteOutcome, Writer
+from credrefresh.writer import STUCK_AFTER, WriteOutcome, Writer
 
 __all__ = ["Daemon"]
 
@@ -64,6 +64,7 @@ class Daemon:
         services: Sequence[Service] = (),
         stop_grace: float = STOP_GRACE,
         start_spread: float = START_SPREAD,
+        write_stuck_after: float = STUCK_AFTER,
     ) -> None:
         self.config = config
         self.start_spread = start_spread
@@ -84,7 +85,9 @@ class Daemon:
         self.generations = itertools.count()
         now = self.clock.now()
         self.states: dict[str, RoleState] = roles.initial(config, now, self.generations)
-        self.writer = Writer(config.credentials_file, config.refresh.write_delay)
+        self.writer = Writer(
+            config.credentials_file, config.refresh.write_delay, stuck_after=write_stuck_after
+        )
         self.limiter = anyio.CapacityLimiter(config.max_concurrency)
         self.in_flight: set[str] = set()
         self.unattempted: set[str] = set(self.states)
@@ -258,29 +261,19 @@ class Daemon:
     def _start(self, state: RoleState, now: datetime) -> None:
         assert self._tg is not None  # noqa: S101 - only called from inside run()
         source: Credentials | None = None
-        parent = self._source_state(state.role)
+        sp = state.role.source_profile
+        parent = None if sp is None else self.states.get(sp)
         if parent is not None:
-            live = self.live.get(parent.role.profile)
             # Never call with a parent session that could expire during the call.
             margin = timedelta(seconds=2 * self.config.sts_timeout)
-            if live is None or live.credentials.expiration - now <= margin:
-                self._wait_for(state, parent, now)
+            source = chains.signer(self.live.get(parent.role.profile), now, margin)
+            if source is None:
+                pulled = chains.pulled(parent, now, in_flight=parent.role.profile in self.in_flight)
+                self.states[parent.role.profile] = pulled
+                self._apply(state.role.profile, roles.waiting(state, pulled, now, CHAIN_RETRY))
                 return
-            source = live.credentials
         self.in_flight.add(state.role.profile)
         self._tg.start_soon(self._refresh, state.role, state.generation, source)
-
-    def _source_state(self, role: Role) -> RoleState | None:
-        """The state of the configured role that signs for ``role``, if it is chained."""
-        return None if role.source_profile is None else self.states.get(role.source_profile)
-
-    def _wait_for(self, state: RoleState, parent: RoleState, now: datetime) -> None:
-        """The child waits; a parent with no session fit to sign is refreshed first."""
-        name = parent.role.profile
-        if name not in self.in_flight and parent.last_error is None and parent.due > now:
-            parent = replace(parent, due=now)  # after a warm start its session is not in memory
-            self.states[name] = parent
-        self._apply(state.role.profile, roles.waiting(state, parent, now, CHAIN_RETRY))
 
     async def _refresh(self, role: Role, generation: int, source: Credentials | None) -> None:
         try:

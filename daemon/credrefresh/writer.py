@@ -22,7 +22,7 @@ from credrefresh.errors import CredentialsFileError
 from credrefresh.events import Event, event
 from credrefresh.model import Issued
 
-__all__ = ["WRITE_BACKOFF_MAX", "WriteOutcome", "Writer", "write_file"]
+__all__ = ["STUCK_AFTER", "WRITE_BACKOFF_MAX", "WriteOutcome", "Writer", "write_file"]
 
 WRITE_BACKOFF_MAX: Final = 60.0  # retry a failed file write at least this often
 # Longest a write may legitimately take: the lock wait, two settle waits and a large file.
@@ -114,10 +114,12 @@ class Writer:
         delay: float,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        stuck_after: float = STUCK_AFTER,
     ) -> None:
         self.path = path
         self.delay = delay
         self.monotonic = monotonic
+        self.stuck_after = stuck_after
         self.pending: dict[str, Issued] = {}
         self.removals: set[str] = set()
         self.wanted = anyio.Event()
@@ -168,7 +170,8 @@ class Writer:
 
     def stuck(self) -> bool:
         """Whether a write has been running for longer than any write may take."""
-        return self.busy_since is not None and self.monotonic() - self.busy_since > STUCK_AFTER
+        busy = self.busy_since
+        return busy is not None and self.monotonic() - busy > self.stuck_after
 
     async def flush(
         self,
