@@ -41,6 +41,7 @@ async def test_metrics_endpoint_reports_refreshes_failures_and_expiry(tmp_path):
         log=log,
         clock=clock,
         handle_signals=False,
+        start_spread=0.0,
         observer=metrics,
         services=[partial(metrics.serve, log)],
     )
@@ -124,6 +125,7 @@ async def test_metrics_follow_a_profile_from_fresh_to_expired(tmp_path):
         log=log,
         clock=clock,
         handle_signals=False,
+        start_spread=0.0,
         observer=metrics,
         services=[partial(metrics.serve, log)],
     )
