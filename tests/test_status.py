@@ -176,3 +176,60 @@ def test_state_of_another_credentials_file_is_ignored(tmp_path):
     code = status(config, as_json=True, out=out, now=NOW)
     row = json.loads(out.getvalue())["profiles"][0]
     assert (row["state"], row["last_error_code"], code) == ("missing", None, 2)
+
+
+def failed_state(name: str, at: str | None, role: str | None = None) -> dict[str, object]:
+    """A state document in which ``name`` last failed at ``at``."""
+    saved: dict[str, object] = {
+        "last_error": {"code": "AccessDenied", "message": "no", "at": at},
+        "next_attempt": "2026-11-27T12:05:00Z",
+        "last_success": "2026-11-27T10:00:00Z",
+    }
+    if role is not None:
+        saved["role_arn"] = role
+    return {"profiles": {name: saved}}
+
+
+def test_a_newer_refresh_in_the_file_outranks_the_state_files_error(tmp_path):
+    """A failure recorded before the file's last refresh is history, not a current failure."""
+    config = make_config(tmp_path, ["x"])
+    found = managed("x", left=3000)  # written 600 s ago, at 11:50
+    before = decide(config, {"x": found}, failed_state("x", "2026-11-27T11:40:00Z"), NOW)[0]
+    assert (before.state, before.last_error_code, before.next_attempt) == ("fresh", None, None)
+    assert before.last_success == "2026-11-27T11:50:00Z"  # the file's record, not the state's
+    after = decide(config, {"x": found}, failed_state("x", "2026-11-27T11:55:00Z"), NOW)[0]
+    assert (after.state, after.last_error_code) == ("failing", "AccessDenied")
+    assert exit_code([before]) == 0
+    assert exit_code([after]) == 1
+
+
+def test_state_kept_for_another_role_is_ignored(tmp_path):
+    """A state entry recorded for a role the config no longer names lends it no error."""
+    config = make_config(tmp_path, ["x"])
+    state = failed_state("x", "2026-11-27T11:55:00Z", role="arn:aws:iam::123456789012:role/old")
+    row = decide(config, {"x": managed("x", left=3000)}, state, NOW)[0]
+    assert (row.state, row.last_error_code) == ("fresh", None)
+
+
+def test_another_roles_credentials_are_a_mismatch(tmp_path):
+    """A profile holding credentials credrefresh wrote for another role is critical, not fresh."""
+    config = make_config(tmp_path, ["x"])
+    other = replace(managed("x", left=3000), role_arn="arn:aws:iam::123456789012:role/other")
+    row = decide(config, {"x": other}, None, NOW)[0]
+    assert row.state == "mismatch"
+    assert row.role_arn == config.roles[0].role_arn
+    assert exit_code([row]) == 2
+
+
+def test_status_after_run_failed_and_once_succeeded(tmp_path, fake_sts):
+    """A failure a daemon recorded stops showing once a later ``once`` has refreshed the file."""
+    creds = tmp_path / "credentials"
+    path = write_config(tmp_path / "c.toml", creds, fake_sts.url, ["a"])
+    earlier = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    document = failed_state("a", earlier, role="arn:aws:iam::123456789012:role/a")
+    document.update(version=1, credentials_file=str(creds), updated_at=earlier)
+    (tmp_path / "state.json").write_text(json.dumps(document))
+    assert run_cli(["once", "--config", str(path)], clean_env(tmp_path)).returncode == 0
+    result = run_cli(["status", "--config", str(path), "--json"], clean_env(tmp_path))
+    row = json.loads(result.stdout)["profiles"][0]
+    assert (row["state"], row["last_error_code"], result.returncode) == ("fresh", None, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,11 +13,19 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
+    CredentialRetrievalError,
     EndpointConnectionError,
+    HTTPClientError,
+    InvalidConfigError,
     NoCredentialsError,
     PartialCredentialsError,
     ProfileNotFound,
+    ProxyConnectionError,
     ReadTimeoutError,
+    SSLError,
+    SSOTokenLoadError,
+    TokenRetrievalError,
+    UnauthorizedSSOTokenError,
 )
 
 from credrefresh.config import Role, load_config
@@ -248,3 +257,54 @@ tags = {{ team = "ops", env = "prod" }}
     assert creds.secret_access_key not in text
     assert creds.session_token not in text
     assert creds.secret_access_key not in str(issued)
+
+
+@pytest.mark.parametrize(
+    ("exc", "code", "transient"),
+    [
+        (
+            SSOTokenLoadError(error_msg="Token for https://x does not exist"),
+            "SourceLoginRequired",
+            False,
+        ),
+        (UnauthorizedSSOTokenError(), "SourceLoginRequired", False),
+        (TokenRetrievalError(provider="sso", error_msg="expired"), "SourceLoginRequired", False),
+        (
+            CredentialRetrievalError(provider="custom-process", error_msg="exit 1"),
+            "SourceCredentialsError",
+            True,
+        ),
+        (FileNotFoundError(2, "No such file or directory"), "SourceCredentialsError", False),
+        (PermissionError(13, "Permission denied"), "SourceCredentialsError", False),
+        (InvalidConfigError(error_msg="bad"), "SourceConfigError", False),
+        (
+            ProxyConnectionError(proxy_url="http://127.0.0.1:9", error="refused"),
+            "ConnectionError",
+            True,
+        ),
+        (SSLError(endpoint_url=ENDPOINT, error="bad cert"), "ConnectionError", True),
+        (HTTPClientError(error="reset"), "ConnectionError", True),
+        (ValueError("odd"), "UnexpectedError", True),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else None,
+)
+def test_source_and_other_errors_map_to_documented_codes(exc, code, transient):
+    """Source-credential, proxy and unforeseen errors get a code from the README's list."""
+    failure = classify(exc, "sso-dev")
+    assert (failure.code, failure.transient) == (code, transient)
+    assert failure.source == code.startswith("Source")
+    assert failure.code in documented_codes()
+
+
+def test_sso_login_failure_says_what_to_run():
+    """An SSO source that is not logged in names the command that fixes it."""
+    failure = classify(UnauthorizedSSOTokenError(), "sso-dev")
+    assert failure.message.endswith("; run: aws sso login --profile sso-dev")
+    assert classify(SSOTokenLoadError(error_msg="gone")).message.endswith("run: aws sso login")
+
+
+def documented_codes() -> set[str]:
+    """The error codes of our own that the README lists."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("Error codes\nare AWS's", 1)[1].split("\n\n", 1)[0]
+    return set(re.findall(r"`(\w+)`", section))

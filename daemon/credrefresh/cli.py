@@ -2,7 +2,8 @@
 
 Exit statuses: 0 success; 1 some role failed or conflicted; 2 usage error; 74 the credentials
 file could not be read, parsed or replaced; 75 another ``run`` already keeps the file fresh;
-78 (EX_CONFIG) the configuration is invalid.
+78 (EX_CONFIG) the configuration is invalid (for every command, ``status`` included). ``status``
+otherwise exits 0, 1 or 2 as a monitoring check (``credrefresh.status``).
 """
 
 from __future__ import annotations

@@ -1,11 +1,15 @@
 """``credrefresh status``: what is fresh, what is failing, what expires when.
 
-It reads the credentials file (never printing a secret) and the state file ``run`` keeps. The
-decision of each profile's state is a pure function; rendering is separate from reading.
+The credentials file is the source of truth for what is in it (key id, expiry, role, when it
+was written); the state file only adds the failure history and the next attempt, and is ignored
+for a profile once the file shows a refresh newer than the recorded failure. The decision of each
+profile's state is a pure function; rendering is separate from reading. Never prints a secret.
 
 Exit statuses follow the monitoring-plugin convention: 0 when every profile holds valid
 credentials that are not failing to refresh (fresh or expiring), 1 when some profile is failing
-but its credentials are still valid, 2 when any profile is expired, missing or in conflict.
+but its credentials are still valid, 2 when any profile is expired, missing, in conflict or holds
+another role's credentials (mismatch). The command line exits 78 before any of this when the
+configuration is invalid.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ __all__ = ["ProfileStatus", "decide", "exit_code", "render_table", "status"]
 OK: Final = 0
 WARNING: Final = 1
 CRITICAL: Final = 2
-STATES: Final = ("fresh", "expiring", "failing", "expired", "missing", "conflict")
+STATES: Final = ("fresh", "expiring", "failing", "expired", "missing", "conflict", "mismatch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +44,11 @@ class ProfileStatus:
     Attributes:
         profile: The profile name.
         state: One of ``fresh``, ``expiring``, ``failing``, ``expired``, ``missing``,
-            ``conflict``.
+            ``conflict``, ``mismatch``.
         expiration: Expiry of the credentials in the file (ISO 8601 UTC), if any.
         seconds_left: Seconds until then (negative once expired).
         access_key_id: The access key id in the file (not secret).
-        last_success: When the daemon last wrote credentials for it.
+        last_success: When credrefresh last wrote credentials for it (the file's record).
         next_attempt: When the daemon will next call STS for it.
         last_error_code: Code of the most recent failure, if the profile is failing.
         last_error: Message of that failure.
@@ -63,6 +67,25 @@ class ProfileStatus:
     role_arn: str
 
 
+def history(
+    role_arn: str, found: ManagedProfile | None, saved: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """What the state file may still add for a profile: nothing once it is out of date.
+
+    It is out of date when it was kept for another role, or when the file shows a refresh
+    after the recorded failure (``once`` or another ``run`` succeeded since).
+    """
+    if saved.get("role_arn") not in {None, role_arn}:
+        return {}
+    error = saved.get("last_error") or None
+    refreshed = None if found is None else found.refreshed_at
+    if error is not None and refreshed is not None:
+        failed = parse_time(str(error.get("at") or ""))
+        if failed is not None and refreshed > failed:
+            return {}
+    return saved
+
+
 def decide(
     config: Config,
     in_file: Mapping[str, ManagedProfile],
@@ -72,29 +95,32 @@ def decide(
     """Each configured profile's state, from the file, the daemon's state file and ``now``.
 
     ``expiring`` means valid but past the latest point at which credrefresh refreshes (the
-    daemon is stopped or behind); ``failing`` means valid but the last refresh failed.
+    daemon is stopped or behind); ``failing`` means valid but the last refresh failed;
+    ``mismatch`` means the file holds credentials credrefresh wrote for another role.
     """
     recorded: Mapping[str, Any] = (state or {}).get("profiles", {})
     latest_refresh = config.refresh.refresh_at + config.refresh.jitter
     rows: list[ProfileStatus] = []
     for role in config.roles:
         found = in_file.get(role.profile)
-        saved = recorded.get(role.profile) or {}
+        saved = history(role.role_arn, found, recorded.get(role.profile) or {})
         error = saved.get("last_error") or None
         expiration = found.expiration if found is not None else None
         left = None if expiration is None else (expiration - now).total_seconds()
+        refreshed = found.refreshed_at if found is not None else None
+        if refreshed is None:
+            refreshed = parse_time(str(saved.get("last_success") or ""))
         if found is not None and not found.managed:
             verdict = "conflict"
         elif found is None or expiration is None:
             verdict = "missing"
+        elif found.role_arn is not None and found.role_arn != role.role_arn:
+            verdict = "mismatch"
         elif left is not None and left <= 0:
             verdict = "expired"
         elif error is not None:
             verdict = "failing"
         else:
-            refreshed = parse_time(str(saved.get("last_success") or "")) or (
-                found.refreshed_at if found is not None else None
-            )
             lifetime = None if refreshed is None else (expiration - refreshed).total_seconds()
             overdue = (
                 lifetime is not None
@@ -110,7 +136,7 @@ def decide(
                 expiration=None if expiration is None else format_time(expiration),
                 seconds_left=None if left is None else round(left, 1),
                 access_key_id=found.access_key_id if found is not None and found.managed else None,
-                last_success=saved.get("last_success"),
+                last_success=None if refreshed is None else format_time(refreshed),
                 next_attempt=saved.get("next_attempt"),
                 last_error_code=None if error is None else error.get("code"),
                 last_error=None if error is None else error.get("message"),
@@ -123,7 +149,7 @@ def decide(
 def exit_code(rows: Sequence[ProfileStatus]) -> int:
     """0, 1 or 2 as documented in the module docstring."""
     states = {row.state for row in rows}
-    if states & {"expired", "missing", "conflict"}:
+    if states & {"expired", "missing", "conflict", "mismatch"}:
         return CRITICAL
     if "failing" in states:
         return WARNING

@@ -23,17 +23,23 @@ import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import (
-    BotoCoreError,
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
+    CredentialRetrievalError,
     EndpointConnectionError,
+    HTTPClientError,
+    InvalidConfigError,
     NoCredentialsError,
     ParamValidationError,
     PartialCredentialsError,
     ProfileNotFound,
     ReadTimeoutError,
+    RefreshWithMFAUnsupportedError,
+    SSOError,
+    TokenRetrievalError,
 )
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from credrefresh import __version__
@@ -73,6 +79,16 @@ SOURCE_CODES: Final = frozenset(
 )
 SERVER_ERROR: Final = 500
 MAX_KEYED: Final = 64  # open clients signing with parent sessions (hubs times their rotations)
+# The source needs a person (an SSO login, an MFA code): retrying soon cannot help.
+LOGIN_ERRORS: Final = (SSOError, TokenRetrievalError, RefreshWithMFAUnsupportedError)
+# Network failures botocore reports in its own classes (a proxy, TLS, the HTTP client).
+NETWORK_ERRORS: Final = (
+    EndpointConnectionError,
+    ConnectionClosedError,
+    BotocoreConnectionError,
+    HTTPClientError,
+    ConnectionError,
+)
 
 
 class StsClient(Protocol):
@@ -87,8 +103,12 @@ class StsClient(Protocol):
         ...
 
 
-def classify(exc: BaseException) -> RefreshFailed:
-    """Turn a botocore error into ``RefreshFailed`` with an error code and transient flag."""
+def classify(exc: BaseException, source_profile: str | None = None) -> RefreshFailed:
+    """Turn a botocore error into ``RefreshFailed`` with a documented code and transient flag.
+
+    Codes are AWS's for an answer from STS, else one of ours (listed in the README); anything
+    unforeseen is ``UnexpectedError`` naming the exception's class in its message.
+    """
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code") or "Unknown")
@@ -102,15 +122,26 @@ def classify(exc: BaseException) -> RefreshFailed:
         )
     if isinstance(exc, ConnectTimeoutError | ReadTimeoutError | TimeoutError):
         return RefreshFailed("Timeout", str(exc) or "timed out", transient=True)
-    if isinstance(exc, EndpointConnectionError | ConnectionClosedError | ConnectionError):
+    if isinstance(exc, NETWORK_ERRORS):
         return RefreshFailed("ConnectionError", str(exc), transient=True)
     if isinstance(exc, ParamValidationError):
         return RefreshFailed("ParamValidationError", str(exc), transient=False)
     if isinstance(exc, NoCredentialsError | PartialCredentialsError | ProfileNotFound):
         return RefreshFailed(type(exc).__name__, str(exc), transient=False, source=True)
-    if isinstance(exc, BotoCoreError):
-        return RefreshFailed(type(exc).__name__, str(exc), transient=True)
-    return RefreshFailed(type(exc).__name__, str(exc), transient=True)
+    if isinstance(exc, LOGIN_ERRORS):
+        login = "aws sso login" + (f" --profile {source_profile}" if source_profile else "")
+        action = f"run: {login}" if isinstance(exc, SSOError | TokenRetrievalError) else ""
+        message = f"{exc}; {action}" if action else str(exc)
+        return RefreshFailed("SourceLoginRequired", message, transient=False, source=True)
+    if isinstance(exc, CredentialRetrievalError):
+        return RefreshFailed("SourceCredentialsError", str(exc), transient=True, source=True)
+    if isinstance(exc, InvalidConfigError):
+        return RefreshFailed("SourceConfigError", str(exc), transient=False, source=True)
+    if isinstance(exc, OSError):
+        # A credential_process or token file that cannot be found or run.
+        detail = f"{type(exc).__name__}: {exc}"
+        return RefreshFailed("SourceCredentialsError", detail, transient=False, source=True)
+    return RefreshFailed("UnexpectedError", f"{type(exc).__name__}: {exc}", transient=True)
 
 
 def request(role: Role) -> dict[str, Any]:
@@ -344,7 +375,7 @@ class AioStsClient:
                 transient=True,
             )
         except Exception as exc:  # noqa: BLE001 - one role's failure must never end the run
-            failure = classify(exc)
+            failure = classify(exc, generation.config.source_profile)
         else:
             creds = response["Credentials"]
             expiration = creds["Expiration"]
