@@ -17,7 +17,7 @@ from typing import Final
 from credrefresh import __version__
 from credrefresh.config import Config, load_config
 from credrefresh.errors import AlreadyRunning, ConfigError, CredentialsFileError
-from credrefresh.logs import scrub
+from credrefresh.logs import Output, scrub, stderr
 from credrefresh.sources import inspect
 
 __all__ = ["main"]
@@ -107,6 +107,7 @@ def duration(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``credrefresh`` console script."""
     args = parser().parse_args(argv)
+    err = stderr()  # a closed stderr drops the message, it never raises
     try:
         if args.command == "demo":
             from credrefresh.demo import demo  # noqa: PLC0415 - only the demo needs the fake STS
@@ -121,17 +122,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return dispatch(args, load_config(args.config))
     except ConfigError as exc:
         for problem in exc.problems:
-            print(f"credrefresh: {problem}", file=sys.stderr)  # noqa: T201
-        print(  # noqa: T201
+            print(f"credrefresh: {problem}", file=err)
+        print(
             f"credrefresh: {len(exc.problems)} problem(s) in {exc.path}; nothing was changed",
-            file=sys.stderr,
+            file=err,
         )
         return EXIT_CONFIG
     except AlreadyRunning as exc:
-        print(f"credrefresh: {scrub(str(exc))}", file=sys.stderr)  # noqa: T201
+        print(f"credrefresh: {scrub(str(exc))}", file=err)
         return EXIT_RUNNING
     except CredentialsFileError as exc:
-        print(f"credrefresh: {scrub(str(exc))}", file=sys.stderr)  # noqa: T201
+        print(f"credrefresh: {scrub(str(exc))}", file=err)
         return EXIT_FILE
     except KeyboardInterrupt:
         return 130
@@ -139,15 +140,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def dispatch(args: argparse.Namespace, config: Config) -> int:
     """Run the command for a valid ``config``."""
+    # check and status print for a person or a pipe; a reader gone early (| head) is fine.
+    out = Output(sys.stdout, "stdout")
     if args.command == "status":
         from credrefresh.status import status  # noqa: PLC0415
 
-        return status(config, as_json=args.json)
+        return status(config, as_json=args.json, out=out)
     warnings = source_warnings(config)
     if args.command == "check":
-        print(summary(config))  # noqa: T201 - check's output is for the person who ran it
+        print(summary(config), file=out)
         for warning in warnings:
-            print(f"credrefresh: warning: {warning}", file=sys.stderr)  # noqa: T201
+            print(f"credrefresh: warning: {warning}", file=stderr())
         return EXIT_OK
     from credrefresh.events import emit, event  # noqa: PLC0415
     from credrefresh.logs import configure, get_logger  # noqa: PLC0415

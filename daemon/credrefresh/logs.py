@@ -3,19 +3,38 @@
 Every line on stdout is one JSON object with ``timestamp`` (ISO 8601 UTC), ``level`` and ``event``
 when stdout is not a terminal; a console renderer is used on a terminal or on request. The
 redaction processor runs last before rendering, so no secret reaches any output at any level.
+
+Output never kills: a line that cannot be written (the reader of a pipe went away, a closed
+descriptor, a full disk) is dropped and counted (``dropped_lines``), and reported once on the
+other stream. The standard library's logging (botocore, aiobotocore, asyncio, aiohttp) is
+routed into ``library.log`` events, without tracebacks and rate-limited, so an expected failure
+never prints a traceback anywhere.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+import time
+from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Final, TextIO
 
 import structlog
 
-__all__ = ["REDACTED", "configure", "get_logger", "redact", "scrub"]
+__all__ = [
+    "REDACTED",
+    "LibraryHandler",
+    "Output",
+    "configure",
+    "dropped_lines",
+    "get_logger",
+    "redact",
+    "scrub",
+]
 
 REDACTED: Final = "[REDACTED]"
 
@@ -80,10 +99,200 @@ def redact(
     return event_dict
 
 
+# Lines dropped because their stream failed, for the metrics. Module state, but a process has
+# one stdout and one stderr, and the count must survive a reconfigure.
+_dropped = 0
+
+# After these the stream is gone for good; after others (ENOSPC, EIO) a later line may pass.
+GONE: Final = frozenset({errno.EPIPE, errno.EBADF, errno.ECONNRESET})
+
+
+def dropped_lines() -> int:
+    """How many output lines were dropped because their stream could not be written."""
+    return _dropped
+
+
+def _fileno(stream: TextIO) -> int | None:
+    try:
+        return stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _silence(fd: int) -> None:
+    """Point ``fd`` at /dev/null, so nothing else (Python's flush at exit) fails on it again."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(null, fd)
+    except OSError:
+        pass
+    finally:
+        os.close(null)
+
+
+class Output:
+    """A text stream whose failed writes are dropped and counted, never raised.
+
+    Each line goes to the descriptor in ``os.write`` calls, so nothing waits in Python's buffer
+    to fail again later. ``report`` is called once, with the stream's name and the error, at the
+    first failure. ``quiet`` outputs (``check``, ``status``) report nothing.
+    """
+
+    def __init__(
+        self, stream: TextIO, name: str, report: Callable[[str, str], None] | None = None
+    ) -> None:
+        self.stream = stream
+        self.name = name
+        self.report = report
+        self.broken = False
+        self.reported = False
+        self.fd = _fileno(stream)
+        if self.fd is not None:
+            try:
+                stream.flush()  # whatever Python buffered before goes first
+            except (OSError, ValueError) as exc:
+                self._failed(exc)
+
+    def isatty(self) -> bool:
+        """Whether the underlying stream is a terminal."""
+        try:
+            return self.stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def write(self, text: str) -> int:
+        """Write ``text``, or drop and count it if the stream fails."""
+        if self.broken:
+            self._count()
+            return len(text)
+        try:
+            if self.fd is None:
+                self.stream.write(text)
+                self.stream.flush()
+            else:
+                view = memoryview(text.encode("utf-8", "replace"))
+                while view:
+                    view = view[os.write(self.fd, view) :]
+        except (OSError, ValueError) as exc:
+            self._failed(exc)
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing is buffered here; flush a stream without a descriptor."""
+        if self.fd is None and not self.broken:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError) as exc:
+                self._failed(exc)
+
+    def _count(self) -> None:
+        global _dropped  # noqa: PLW0603 - see _dropped
+        _dropped += 1
+
+    def _failed(self, exc: OSError | ValueError) -> None:
+        self._count()
+        if isinstance(exc, ValueError) or exc.errno in GONE:
+            self.broken = True
+            if self.fd is not None:
+                _silence(self.fd)
+        if not self.reported and self.report is not None:
+            self.reported = True
+            self.report(self.name, scrub(str(exc)) or type(exc).__name__)
+
+
+def _report_on_stderr(name: str, error: str) -> None:
+    """Tell stderr (plain text, like the command line's messages) that stdout failed."""
+    line = f"credrefresh: cannot write to {name} ({error}); its lines are dropped and counted\n"
+    fd = _fileno(sys.__stderr__) if sys.__stderr__ is not None else None
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.write(fd, line.encode())
+
+
+def _report_on_stdout(name: str, error: str) -> None:
+    """Tell stdout (as one of our JSON events) that stderr failed."""
+    get_logger().error("output.dropped", stream=name, error=error)
+
+
+def stdout() -> Output:
+    """The process's stdout, guarded, reporting a failure once on stderr."""
+    return Output(sys.stdout, "stdout", _report_on_stderr)
+
+
+def stderr() -> Output:
+    """The process's stderr, guarded, reporting a failure once on stdout."""
+    return Output(sys.stderr, "stderr", _report_on_stdout)
+
+
+class LibraryHandler(logging.Handler):
+    """Turns a library's log record (WARNING and up) into a ``library.log`` event.
+
+    The exception, if any, becomes ``error`` (its class and message): never a traceback. Each
+    logger gets ``burst`` events per ``window`` seconds; what it logs beyond that is counted
+    and the count rides on its next event as ``suppressed`` (an accept-error flood must not
+    become a log flood).
+    """
+
+    def __init__(
+        self,
+        *,
+        burst: int = 5,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(logging.WARNING)
+        self.burst = burst
+        self.window = window
+        self.clock = clock
+        self.windows: dict[str, tuple[float, int, int]] = {}  # name: (start, sent, suppressed)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Log ``record`` as one event, unless its logger is over its budget."""
+        now = self.clock()
+        start, sent, suppressed = self.windows.get(record.name, (now, 0, 0))
+        if now - start >= self.window:
+            start, sent = now, 0
+        if sent >= self.burst:
+            self.windows[record.name] = (start, sent, suppressed + 1)
+            return
+        self.windows[record.name] = (start, sent + 1, 0)
+        fields: dict[str, Any] = {"logger": record.name}
+        try:
+            fields["message"] = record.getMessage()
+        except (TypeError, ValueError):  # a library's bad format string
+            fields["message"] = str(record.msg)
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            fields["error"] = f"{type(exc).__name__}: {exc}"
+        if suppressed:
+            fields["suppressed"] = suppressed
+        log = get_logger()
+        if record.levelno >= logging.ERROR:
+            log.error("library.log", **fields)
+        else:
+            log.warning("library.log", **fields)
+
+
+def route_library_logging(handler: logging.Handler | None = None) -> None:
+    """Send every standard-library log record to ``handler`` (a ``LibraryHandler``) alone."""
+    logging.raiseExceptions = False  # a failing handler must not print a traceback either
+    root = logging.getLogger()
+    for old in root.handlers[:]:
+        root.removeHandler(old)
+    root.addHandler(handler or LibraryHandler())
+    root.setLevel(logging.WARNING)
+    logging.captureWarnings(capture=True)
+
+
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Configure structlog once for the process.
 
-    ``fmt`` is ``json``, ``console`` or ``auto`` (console on a terminal, JSON otherwise).
+    ``fmt`` is ``json``, ``console`` or ``auto`` (console on a terminal, JSON otherwise). Lines
+    go to ``stream`` (default: stdout) through an ``Output``; library logging is routed here.
     """
     out = stream or sys.stdout
     console = fmt == "console" or (fmt == "auto" and out.isatty())
@@ -92,6 +301,7 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         if console
         else structlog.processors.JSONRenderer()
     )
+    guarded = stdout() if out is sys.stdout else Output(out, "log stream", _report_on_stderr)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -104,9 +314,10 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.WriteLoggerFactory(file=out),
+        logger_factory=structlog.WriteLoggerFactory(file=guarded),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
+    route_library_logging()
 
 
 def get_logger() -> Any:  # noqa: ANN401 - structlog's bound loggers are dynamically typed

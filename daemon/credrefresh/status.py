@@ -24,7 +24,7 @@ from typing import Any, Final, TextIO
 from credrefresh.config import Config
 from credrefresh.credfile import ManagedProfile, read_profiles
 from credrefresh.errors import CredentialsFileError
-from credrefresh.logs import scrub
+from credrefresh.logs import Output, scrub, stderr
 from credrefresh.model import format_time, parse_time
 from credrefresh.schedule import human_duration
 from credrefresh.state import load_state
@@ -189,7 +189,11 @@ def render_table(rows: Sequence[ProfileStatus]) -> str:
 
 
 def status(
-    config: Config, *, as_json: bool, out: TextIO | None = None, now: datetime | None = None
+    config: Config,
+    *,
+    as_json: bool,
+    out: TextIO | Output | None = None,
+    now: datetime | None = None,
 ) -> int:
     """Print the status of every configured profile; return the exit status."""
     stream = out or sys.stdout
@@ -197,7 +201,7 @@ def status(
     try:
         in_file = read_profiles(config.credentials_file)
     except CredentialsFileError as exc:
-        print(f"credrefresh: {scrub(str(exc))}", file=sys.stderr)  # noqa: T201
+        print(f"credrefresh: {scrub(str(exc))}", file=stderr())
         in_file = {}
     state = load_state(config.state_file)
     if state is not None and state.get("credentials_file") != config.credentials_file:
