@@ -174,3 +174,38 @@ def test_run_with_stdout_closed_keeps_rotating(tmp_path, fake_sts):
     assert not last & first
     assert not [word for word in DEATH if word in err], err
     assert err.count("cannot write to stdout") == 1
+
+
+@pytest.mark.parametrize("level", ["debug", "info", "warning", "error"])
+def test_sso_source_not_logged_in_prints_no_traceback(tmp_path, fake_sts, level):
+    """An SSO source without a login is one documented error per role, no traceback anywhere."""
+    aws_config = tmp_path / "aws-config"
+    aws_config.write_text(
+        "[profile sso-dev]\n"
+        "sso_start_url = https://example.awsapps.com/start\n"
+        "sso_region = us-east-1\n"
+        "sso_account_id = 123456789012\n"
+        "sso_role_name = Dev\n"
+    )
+    path = write_config(tmp_path / "c.toml", tmp_path / "credentials", fake_sts.url, ["a", "b"])
+    with path.open("a") as toml:
+        toml.write('[source]\nprofile = "sso-dev"\n')
+    env = clean_env(tmp_path, AWS_CONFIG_FILE=str(aws_config))
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        env.pop(key)
+    result = subprocess.run(
+        [sys.executable, "-m", "credrefresh", "once", "--config", str(path), "--log-level", level],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert (result.stdout + result.stderr).count("Traceback") == 0
+    assert result.stderr == ""
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    failed = [e for e in events if e["event"] == "role.refresh_failed"]
+    codes = [(e["error_code"], e["transient"]) for e in failed]
+    assert codes == [("SourceLoginRequired", False)] * 2
+    assert failed[0]["error"].endswith("run: aws sso login --profile sso-dev")
