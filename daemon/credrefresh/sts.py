@@ -42,7 +42,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
-from credrefresh import __version__
+from credrefresh import __version__, children
 from credrefresh.config import Config, Role
 from credrefresh.errors import RefreshFailed
 from credrefresh.model import Credentials, Issued
@@ -263,8 +263,9 @@ class AioStsClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close every open client."""
+        """Close every open client, and kill what is left of any credential_process."""
         await self.reset()
+        children.reap()
 
     async def reset(self, config: Config | None = None) -> None:
         """Retire the clients (and adopt ``config``); the next call opens fresh ones."""
@@ -287,6 +288,7 @@ class AioStsClient:
             if client is None:
                 config = generation.config
                 core = AioSession(profile=profile or config.source_profile)
+                children.adopt(core)  # a hung credential_process dies with its group
                 core.get_component("response_parser_factory").set_parser_defaults(
                     timestamp_parser=parse_timestamp
                 )
