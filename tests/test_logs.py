@@ -7,6 +7,7 @@ import copy
 import hashlib
 import io
 import json
+import logging
 from collections.abc import Iterator
 from datetime import datetime as dt
 from datetime import timedelta
@@ -27,9 +28,14 @@ SHA1_HEX = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"
 
 @pytest.fixture(autouse=True)
 def _reset_structlog() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     yield
     structlog.contextvars.clear_contextvars()
     structlog.reset_defaults()
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.captureWarnings(capture=False)
 
 
 def leaks(text: str) -> list[str]:

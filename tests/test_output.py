@@ -15,7 +15,13 @@ import pytest
 import structlog
 from botocore.configloader import raw_config_parse
 
-from credrefresh.logs import LibraryHandler, Output, configure, dropped_lines
+from credrefresh.logs import (
+    LibraryHandler,
+    Output,
+    configure,
+    dropped_lines,
+    route_library_logging,
+)
 from process_support import NotifySocket, clean_env, write_config
 from support.fakests import Faults
 
@@ -118,7 +124,7 @@ def test_library_records_are_rate_limited_per_logger():
     handler = LibraryHandler(burst=2, window=10.0, clock=lambda: now[0])
     stream = io.StringIO()
     configure("json", "info", stream=stream)
-    logging.getLogger().handlers[:] = [handler]
+    route_library_logging(handler)
     flood = logging.getLogger("asyncio")
     for _ in range(50):
         flood.error("socket.accept() out of system resource")

@@ -33,7 +33,10 @@ __all__ = [
     "dropped_lines",
     "get_logger",
     "redact",
+    "route_library_logging",
     "scrub",
+    "stderr",
+    "stdout",
 ]
 
 REDACTED: Final = "[REDACTED]"
@@ -278,11 +281,16 @@ class LibraryHandler(logging.Handler):
 
 
 def route_library_logging(handler: logging.Handler | None = None) -> None:
-    """Send every standard-library log record to ``handler`` (a ``LibraryHandler``) alone."""
+    """Send every standard-library log record (WARNING and up) to ``handler``.
+
+    With a handler on the root logger, Python's last-resort handler (stderr, with tracebacks)
+    is never used. Handlers someone else installed are left alone; ours is replaced.
+    """
     logging.raiseExceptions = False  # a failing handler must not print a traceback either
     root = logging.getLogger()
     for old in root.handlers[:]:
-        root.removeHandler(old)
+        if isinstance(old, LibraryHandler):
+            root.removeHandler(old)
     root.addHandler(handler or LibraryHandler())
     root.setLevel(logging.WARNING)
     logging.captureWarnings(capture=True)
