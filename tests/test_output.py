@@ -105,15 +105,23 @@ def test_a_closed_stream_object_is_a_dropped_line():
 def test_library_records_become_events_without_a_traceback():
     """A botocore warning with an exception is one JSON event naming the error, no traceback."""
     stream = io.StringIO()
-    configure("json", "error", stream=stream)
+    configure("json", "warning", stream=stream)
     try:
         raise ValueError("source broke")  # noqa: TRY301 - a real exception with a traceback
     except ValueError:
         logging.getLogger("botocore.credentials").exception("Refreshing failed")
     logging.getLogger("botocore.hooks").debug("noise")
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
-    assert [(e["event"], e["level"], e["logger"], e["error"]) for e in lines] == [
-        ("library.log", "error", "botocore.credentials", "ValueError: source broke")
+    assert lines[0].pop("timestamp")
+    assert lines == [
+        {
+            "event": "library.log",
+            "level": "warning",
+            "record_level": "error",
+            "logger": "botocore.credentials",
+            "message": "Refreshing failed",
+            "error": "ValueError: source broke",
+        }
     ]
     assert "Traceback" not in stream.getvalue()
 

@@ -221,15 +221,16 @@ def test_another_roles_credentials_are_a_mismatch(tmp_path):
     assert exit_code([row]) == 2
 
 
-def test_status_after_run_failed_and_once_succeeded(tmp_path, fake_sts):
-    """A failure a daemon recorded stops showing once a later ``once`` has refreshed the file."""
+def test_status_ignores_a_stale_failure_left_by_a_killed_daemon(tmp_path, fake_sts):
+    """A failure recorded before the file's last refresh (a daemon killed since) is not shown."""
     creds = tmp_path / "credentials"
     path = write_config(tmp_path / "c.toml", creds, fake_sts.url, ["a"])
+    assert run_cli(["once", "--config", str(path)], clean_env(tmp_path)).returncode == 0
+    # What a `run` killed with -9 leaves: its last state, a failure from before that refresh.
     earlier = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
     document = failed_state("a", earlier, role="arn:aws:iam::123456789012:role/a")
     document.update(version=1, credentials_file=str(creds), updated_at=earlier)
     (tmp_path / "state.json").write_text(json.dumps(document))
-    assert run_cli(["once", "--config", str(path)], clean_env(tmp_path)).returncode == 0
     result = run_cli(["status", "--config", str(path), "--json"], clean_env(tmp_path))
     row = json.loads(result.stdout)["profiles"][0]
     assert (row["state"], row["last_error_code"], result.returncode) == ("fresh", None, 0)

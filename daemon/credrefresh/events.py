@@ -46,6 +46,8 @@ CATALOGUE: Final[Mapping[str, str]] = {
     "config.warning": "warning",
     "metrics.listening": "info",
     "listener.accept_error": "error",
+    "library.log": "warning",
+    "output.dropped": "error",
 }
 
 

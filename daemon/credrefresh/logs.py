@@ -273,11 +273,8 @@ class LibraryHandler(logging.Handler):
             fields["error"] = f"{type(exc).__name__}: {exc}"
         if suppressed:
             fields["suppressed"] = suppressed
-        log = get_logger()
-        if record.levelno >= logging.ERROR:
-            log.error("library.log", **fields)
-        else:
-            log.warning("library.log", **fields)
+        # One level per event (see events.CATALOGUE); the library's own is a field.
+        get_logger().warning("library.log", record_level=record.levelname.lower(), **fields)
 
 
 def route_library_logging(handler: logging.Handler | None = None) -> None:
