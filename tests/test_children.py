@@ -180,3 +180,28 @@ def test_once_times_out_a_hung_helper_and_leaves_nothing_behind(tmp_path, fake_s
             proc.kill()
             proc.communicate(timeout=10)
         end(pids)
+
+
+def test_sigterm_of_once_leaves_no_helper_behind(tmp_path, fake_sts, report):
+    """``once`` stopped by SIGTERM while the source helper hangs leaves no descendant behind."""
+    path, env = source_config(tmp_path, fake_sts.url)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "credrefresh", "once", "--config", str(path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pids: list[int] = []
+    try:
+        pids = reported_pids(report)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        assert survivors(pids, f"HELPER_REPORT={report.path}") == []
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+        end(pids)

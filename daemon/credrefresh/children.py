@@ -17,13 +17,31 @@ from typing import Any, Final
 
 from botocore.credentials import ProcessProvider
 
-__all__ = ["adopt", "groups", "kill_group", "reap", "spawn"]
+__all__ = ["Terminated", "adopt", "groups", "kill_group", "reap", "spawn", "stop_on_sigterm"]
 
 # Process groups of the helpers started and maybe not all gone. Module state, because the
 # helpers belong to the process, whichever client or session started them.
 _groups: set[int] = set()
 
 ADOPTED: Final = "_credrefresh_adopted"
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived (``once``): unwinding cancels the calls, which kills their helpers."""
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    raise Terminated(128 + signum)
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM unwind the process instead of ending it on the spot.
+
+    Python's default action ends the process at once, leaving a helper running in its own
+    session; raised as an exception, it lets asyncio cancel every task (so each pending wait
+    kills its helper's group) and the STS client's close reap the rest.
+    """
+    signal.signal(signal.SIGTERM, _terminated)
 
 
 def groups() -> frozenset[int]:

@@ -2,8 +2,9 @@
 
 Exit statuses: 0 success; 1 some role failed or conflicted; 2 usage error; 74 the credentials
 file could not be read, parsed or replaced; 75 another ``run`` already keeps the file fresh;
-78 (EX_CONFIG) the configuration is invalid (for every command, ``status`` included). ``status``
-otherwise exits 0, 1 or 2 as a monitoring check (``credrefresh.status``).
+78 (EX_CONFIG) the configuration is invalid (for every command, ``status`` included); 143
+``once`` stopped by SIGTERM. ``status`` otherwise exits 0, 1 or 2 as a monitoring check
+(``credrefresh.status``).
 """
 
 from __future__ import annotations
@@ -175,8 +176,10 @@ def source_warnings(config: Config) -> tuple[str, ...]:
 def refresh(command: str, config: Config, args: argparse.Namespace) -> int:
     """``once`` or ``run``, with the exit status each outcome maps to."""
     if command == "once":
+        from credrefresh.children import stop_on_sigterm  # noqa: PLC0415
         from credrefresh.wiring import run_once  # noqa: PLC0415 - imports the AWS SDK
 
+        stop_on_sigterm()  # no credential_process helper outlives a stopped once
         outcome = run_once(config, min_remaining=args.min_remaining)
         if outcome.file_error is not None:
             return EXIT_FILE
