@@ -148,7 +148,7 @@ def test_sigterm_of_run_leaves_no_helper_behind(tmp_path, fake_sts, report):
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert survivors(pids, f"HELPER_REPORT={report.path}") == []
-        assert "Traceback" not in err
+        assert "Traceback" not in err, err
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -199,7 +199,7 @@ def test_sigterm_of_once_leaves_no_helper_behind(tmp_path, fake_sts, report):
         _, err = proc.communicate(timeout=30)
         assert survivors(pids, f"HELPER_REPORT={report.path}") == []
         assert proc.returncode == 128 + signal.SIGTERM, err
-        assert "Traceback" not in err
+        assert "Traceback" not in err, err
     finally:
         if proc.poll() is None:
             proc.kill()

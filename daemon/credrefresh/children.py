@@ -90,6 +90,9 @@ async def spawn(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:  # noq
             return await communicate(data)
         except BaseException:  # cancelled (deadline, SIGTERM) or failed: no helper survives it
             kill_group(process.pid)
+            # Close its pipes now, while the loop runs: left to the garbage collector, they
+            # would be closed after the loop and print "Event loop is closed" at exit.
+            process._transport.close()  # type: ignore[attr-defined]  # noqa: SLF001
             raise
 
     process.communicate = communicate_or_kill  # type: ignore[method-assign,assignment]
