@@ -174,3 +174,11 @@ def test_metrics_port_in_use_is_a_config_error_without_traceback(tmp_path, fake_
     assert result.returncode == 78
     assert f"metrics_address: cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_dropped_output_lines_are_a_metric():
+    """The count of log lines dropped on a dead stream is exported."""
+    from credrefresh.logs import dropped_lines  # noqa: PLC0415
+
+    text = Metrics("127.0.0.1", 0).render().decode()
+    assert f"credrefresh_output_lines_dropped_total {float(dropped_lines())}" in text

@@ -15,11 +15,12 @@ import anyio
 from aiohttp import web
 from anyio.abc import TaskStatus
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from credrefresh.errors import ConfigError
 from credrefresh.listener import Limits, Listener, hostport, url_of
+from credrefresh.logs import dropped_lines
 from credrefresh.model import Issued, RoleState
 
 __all__ = ["Metrics"]
@@ -33,7 +34,7 @@ class _StateCollector(Collector):
     def __init__(self) -> None:
         self.snapshot: Mapping[str, RoleState] = {}
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         now = datetime.now(UTC)
         left = GaugeMetricFamily(
             "credrefresh_credentials_seconds_until_expiry",
@@ -59,6 +60,11 @@ class _StateCollector(Collector):
         yield left
         yield success
         yield failing
+        yield CounterMetricFamily(
+            "credrefresh_output_lines_dropped",
+            "Log lines dropped because stdout or stderr could not be written (a closed pipe).",
+            value=dropped_lines(),
+        )
 
 
 class Metrics:
