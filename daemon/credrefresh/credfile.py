@@ -21,6 +21,7 @@ import configparser
 import contextlib
 import fcntl
 import os
+import re
 import threading
 import time
 from collections.abc import Collection, Iterator, Mapping
@@ -29,11 +30,17 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Final
 
-from configupdater import ConfigUpdater, Option, Section
-from configupdater.parser import ParsingError as UpdaterParsingError
-
 from credrefresh.atomic import remove_stale_temps, replace_atomically
 from credrefresh.errors import CredentialsFileError
+from credrefresh.inifile import (
+    BOTOCORE_DEFAULT,
+    Span,
+    comments_and_blanks,
+    describe,
+    layout,
+    parse,
+    scan,
+)
 from credrefresh.model import Issued, format_time, parse_time
 from credrefresh.safefs import ensure_directory, open_private, open_regular
 
@@ -56,6 +63,9 @@ STABLE_READ_TRIES: Final = 5
 # file modified this recently is left to settle before it is read (bounded by SETTLE_LIMIT).
 SETTLE: Final = 0.1
 SETTLE_LIMIT: Final = 2.0
+WATCHED: Final = frozenset({MARKER_KEY})
+# Any C0 or C1 control character, DEL included: none belongs in a value, and some break lines.
+CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +114,22 @@ class ManagedProfile:
     session_params: str | None = None
 
 
+MANAGED_KEYS: Final = (  # what section_text writes, in order
+    MARKER_KEY,
+    "credrefresh_role_arn",
+    "credrefresh_session_name",
+    "credrefresh_assumed_role_arn",
+    "credrefresh_session_params",  # only when the role sets session parameters
+    "credrefresh_refreshed_at",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "x_security_token_expires",
+)
+# Such sections (nearly all of a populated file) are read in one step.
+LAYOUT: Final = layout(MANAGED_COMMENT, MANAGED_KEYS, optional={"credrefresh_session_params"})
+
+
 def render(
     text: str,
     updates: Mapping[str, Issued],
@@ -113,38 +139,44 @@ def render(
 ) -> tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
     """Apply ``updates`` and ``removals`` to credentials-file ``text``.
 
-    Returns ``(new_text, written, removed, conflicts)``. Unmanaged sections and all text outside
-    managed sections come back unchanged.
+    Returns ``(new_text, written, removed, conflicts)``. One pass finds the sections; only the
+    ones changed are rendered again, everything else is copied by slicing, byte for byte.
 
     Raises:
-        CredentialsFileError: the text does not parse as an INI file botocore could read.
+        CredentialsFileError: the text does not parse as an INI file botocore could read, or a
+            value to write could break a line.
     """
-    updater = parse(text)
+    spans = parse(text, WATCHED, LAYOUT)
     newline = "\r\n" if "\r\n" in text else "\n"
     pieces: list[str] = []
     written: list[str] = []
     removed: list[str] = []
     conflicts: list[str] = []
-    present: set[str] = set()
-    for block in updater.iter_blocks():
-        if not isinstance(block, Section):
-            pieces.append(str(block))
-            continue
-        name = block.name
-        present.add(name)
-        managed = block.has_option(MARKER_KEY)
-        if name in updates and not managed:
-            conflicts.append(name)
-            pieces.append(str(block))
-        elif name in updates:
-            pieces.append(section_text(name, updates[name], now, newline))
-            pieces.append(leftover_text(block))
+    present: set[str] = set()  # the names in updates that the file holds
+    copied = 0  # text[:copied] is in pieces already
+    shifted: list[int] = []  # where a changed section ended: the next header must stay one
+    for span in spans:
+        name = span.name
+        if name in updates:
+            present.add(name)
+            if not is_marked(span):
+                conflicts.append(name)
+                continue
+            fresh = section_text(name, updates[name], now, newline)
             written.append(name)
-        elif name in removals and managed:
-            pieces.append(leftover_text(block))
+        elif name in removals and is_marked(span):
+            fresh = ""
             removed.append(name)
         else:
-            pieces.append(str(block))
+            continue
+        pieces += (
+            text[copied : span.start],
+            fresh,
+            comments_and_blanks(text[span.body : span.end], MANAGED_COMMENT),
+        )
+        copied = span.end
+        shifted.append(span.end)
+    pieces.append(text[copied:])
     out = "".join(pieces)
     for name, issued in updates.items():
         if name in present:
@@ -155,92 +187,65 @@ def render(
             out += newline
         out += section_text(name, issued, now, newline)
         written.append(name)
+    if any(end < len(text) and text[end].isspace() for end in shifted) or (
+        BOTOCORE_DEFAULT in written
+    ):
+        gone = set(removed)
+        check_rewrite(out, [s.name for s in spans if s.name not in gone], written)
     return out, tuple(written), tuple(removed), tuple(conflicts)
 
 
-def parse(text: str) -> ConfigUpdater:
-    """Parse like botocore does (``RawConfigParser`` rules), keeping every byte for re-output."""
-    if text.startswith("\ufeff"):
-        raise CredentialsFileError(
-            "starts with a UTF-8 byte order mark, which botocore cannot read; "
-            "remove the first three bytes and try again"
-        )
-    if "\r" in text.replace("\r\n", ""):
-        raise CredentialsFileError(
-            "contains carriage returns that are not part of CRLF line endings; botocore reads "
-            "them as line breaks, so editing the file safely is not possible; convert it to LF "
-            "or CRLF line endings"
-        )
-    updater = ConfigUpdater()
+def is_marked(span: Span) -> bool:
+    """Whether a section carries the marker set to ``true`` (any case), as botocore reads it."""
+    return (span.value(MARKER_KEY) or "").lower() == "true"
+
+
+def check_rewrite(out: str, kept: list[str], written: list[str]) -> None:
+    """Refuse a rewrite botocore would read otherwise than meant (an indented header next)."""
     try:
-        updater.read_string(text)
-        # configupdater keeps every byte but compares keys case-sensitively; botocore's own
-        # parser (RawConfigParser) lowercases them. A file botocore rejects is not ours to edit.
-        configparser.RawConfigParser().read_string(text)
-    except (configparser.Error, UpdaterParsingError) as exc:
-        raise CredentialsFileError(f"does not parse as an INI file: {describe(exc)}") from None
-    return updater
-
-
-def describe(exc: Exception) -> str:
-    """What is wrong and on which line, never quoting the line itself.
-
-    configparser's messages quote the offending line, which in a credentials file may be (a
-    wrapped piece of) a secret; only the line number and section or key names are kept.
-    """
-    if isinstance(exc, configparser.DuplicateSectionError):
-        return f"line {exc.lineno}: duplicate section [{exc.section}]"
-    if isinstance(exc, configparser.DuplicateOptionError):
-        return f"line {exc.lineno}: duplicate key {exc.option!r} in section [{exc.section}]"
-    if isinstance(exc, configparser.MissingSectionHeaderError):
-        return f"line {exc.lineno}: a line before the first [section] header"
-    if isinstance(exc, configparser.ParsingError | UpdaterParsingError):
-        errors = getattr(exc, "errors", [])
-        lines = ", ".join(str(lineno) for lineno, _ in errors[:5]) or "?"
-        return f"line {lines}: not a [section] header, a key = value pair or a comment"
-    return type(exc).__name__
+        names = [span.name for span in scan(out)]
+    except configparser.Error as exc:
+        raise CredentialsFileError(f"the result would not parse: {describe(exc)}") from None
+    expected = kept + [name for name in written if name not in kept]
+    if names != expected:
+        raise CredentialsFileError(
+            "a section header after a managed profile is indented; botocore would read it as "
+            "part of the profile's last value; remove the indentation and try again"
+        )
 
 
 def section_text(name: str, issued: Issued, now: datetime, newline: str) -> str:
-    """A managed profile, rendered whole."""
-    creds = issued.credentials
-    lines = (
-        f"[{name}]",
-        MANAGED_COMMENT,
-        f"{MARKER_KEY} = true",
-        f"credrefresh_role_arn = {issued.role_arn}",
-        f"credrefresh_session_name = {issued.session_name}",
-        f"credrefresh_assumed_role_arn = {issued.assumed_role_arn}",
-        *((f"credrefresh_session_params = {issued.params}",) if issued.params else ()),
-        f"credrefresh_refreshed_at = {format_time(now)}",
-        f"aws_access_key_id = {creds.access_key_id}",
-        f"aws_secret_access_key = {creds.secret_access_key}",
-        f"aws_session_token = {creds.session_token}",
-        f"x_security_token_expires = {format_time(creds.expiration)}",
-    )
-    return newline.join(lines) + newline
+    """A managed profile, rendered whole.
 
-
-def leftover_text(section: Section) -> str:
-    """Comments and blank lines inside a managed section, minus our own comment.
-
-    They may be a user's notes for the next section, so they are kept.
+    Raises:
+        CredentialsFileError: the name or a value holds a control character (a line break
+            would let it start a section of its own); the message names the field, never the
+            value.
     """
-    kept: list[str] = []
-    for block in section.iter_blocks():
-        if isinstance(block, Option):
-            # configupdater reads an indented comment after a key as a continuation of its
-            # value; botocore reads it as a comment. Keep it, it is the user's.
-            kept.extend(
-                line
-                for line in str(block).splitlines(keepends=True)[1:]
-                if line.strip().startswith(("#", ";"))
-            )
-            continue
-        kept.extend(
-            line for line in str(block).splitlines(keepends=True) if line.strip() != MANAGED_COMMENT
+    creds = issued.credentials
+    values = (
+        *(issued.role_arn, issued.session_name, issued.assumed_role_arn, issued.params),
+        *(format_time(now), creds.access_key_id, creds.secret_access_key, creds.session_token),
+        format_time(creds.expiration),
+    )
+    # Session parameters are written only when the role sets some.
+    fields = tuple(
+        (key, value)
+        for key, value in zip(MANAGED_KEYS[1:], values, strict=True)
+        if value or key != "credrefresh_session_params"
+    )
+    if not name or CONTROL.search(name):
+        raise CredentialsFileError(
+            f"profile name {name!r} is empty or holds a control character; not written"
         )
-    return "".join(kept)
+    for key, value in fields:
+        if CONTROL.search(value):
+            raise CredentialsFileError(
+                f"profile [{name}]: {key} holds a control character; not written"
+            )
+    lines = [f"[{name}]", MANAGED_COMMENT, f"{MARKER_KEY} = true"]
+    lines += (f"{key} = {value}" for key, value in fields)
+    return newline.join(lines) + newline
 
 
 # -- I/O ------------------------------------------------------------------------------------
@@ -429,7 +434,7 @@ def read_profiles(path: str) -> dict[str, ManagedProfile]:
         expires = section.get("x_security_token_expires")
         profiles[name] = ManagedProfile(
             profile=name,
-            managed=MARKER_KEY in section,
+            managed=section.get(MARKER_KEY, "").lower() == "true",
             access_key_id=section.get("aws_access_key_id"),
             expiration=parse_time(expires) if expires else None,
             role_arn=section.get("credrefresh_role_arn"),

@@ -35,7 +35,7 @@ import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self
 
@@ -52,6 +52,7 @@ ONCE_TIMEOUT = 300.0
 STEP_TIMEOUT = 120.0
 READY_TIMEOUT = 180.0
 WRITE_DELAY = 1.0  # the config default, which the run scenarios keep
+SCENARIOS = ("once", "peers", "idle", "hour", "writer", "commands")
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -340,10 +341,19 @@ def say(message: str) -> None:
 # -- scenario: cold once, and the floor ------------------------------------------------------
 
 
-def once_ours(workdir: Path, config: Path, credentials: Path, roles: int) -> tuple[Run, int, int]:
-    """One cold ``credrefresh once``: the run, the file writes it logged, the roles that failed."""
-    credentials.unlink(missing_ok=True)
-    out = workdir / f"once-{roles}.log"
+def once_ours(
+    workdir: Path, config: Path, credentials: Path, roles: int, *, populated: bool = False
+) -> tuple[Run, int, int]:
+    """One ``credrefresh once``: the run, the file writes it logged, the roles that failed.
+
+    Cold: no credentials file beforehand. Populated: the file as the last run left it, holding
+    every managed profile (cron, restarts, ``run`` after its first round).
+    """
+    if not populated:
+        credentials.unlink(missing_ok=True)
+    elif not credentials.exists():
+        raise RuntimeError("a populated run needs the file a cold run wrote")
+    out = workdir / f"once-{roles}{'-populated' if populated else ''}.log"
     run = run_process(
         [*credrefresh(), "once", "--config", str(config), "--log-format", "json"],
         source_env(workdir / "home"),
@@ -375,8 +385,9 @@ def once_floor(workdir: Path, config: Path, credentials: Path, roles: int) -> tu
 
 
 def scenario_once(opts: argparse.Namespace, workdir: Path) -> list[Row]:
-    """Cold ``once`` and the floor, interleaved, ``opts.repeats`` times per size."""
+    """Cold ``once``, ``once`` on the file it wrote, and the floor, interleaved, per size."""
     ours: dict[int, list[Run]] = {n: [] for n in opts.sizes}
+    again: dict[int, list[Run]] = {n: [] for n in opts.sizes}
     floor: dict[int, list[Run]] = {n: [] for n in opts.sizes}
     writes: dict[int, int] = {}
     failed = {"ours": 0, "floor": 0}
@@ -390,17 +401,144 @@ def scenario_once(opts: argparse.Namespace, workdir: Path) -> list[Row]:
                 run, writes[roles], lost = once_ours(workdir, config, credentials, roles)
                 ours[roles].append(run)
                 failed["ours"] += lost
+                run, _, lost = once_ours(workdir, config, credentials, roles, populated=True)
+                again[roles].append(run)
+                failed["ours"] += lost
                 run, lost = once_floor(workdir, config, credentials, roles)
                 floor[roles].append(run)
                 failed["floor"] += lost
     rows = []
     for roles in opts.sizes:
         rows.append(median_row("credrefresh once (cold)", roles, ours[roles], writes[roles]))
+        rows.append(median_row("credrefresh once (populated)", roles, again[roles], writes[roles]))
         rows.append(median_row("floor (bare aiohttp)", roles, floor[roles], 1))
     if any(failed.values()):
         rows[
             0
         ].notes += f"; roles failed over all runs: ours {failed['ours']}, floor {failed['floor']}"
+    return rows
+
+
+# -- scenario: the writer alone, and the commands that only read -------------------------------
+
+
+def fake_issued(profile: str, now: datetime) -> Any:
+    """Credentials shaped like STS's (not real), for files written without STS."""
+    from credrefresh.model import Credentials, Issued  # noqa: PLC0415 - only these scenarios
+
+    suffix = f"{abs(hash(profile)) % 10**12:012d}"
+    return Issued(
+        profile=profile,
+        role_arn=role_arn(profile),
+        session_name=f"credrefresh-{profile}",
+        assumed_role_arn=f"arn:aws:sts::{ACCOUNT}:assumed-role/{profile}/credrefresh-{profile}",
+        credentials=Credentials(
+            access_key_id=f"ASIA{suffix}0000",
+            secret_access_key="s" * 28 + suffix,
+            session_token="IQoJb3JpZ2luX2Vj" + "t" * 372 + suffix,
+            expiration=now + timedelta(hours=1),
+        ),
+        issued_at=now,
+        duration_ms=1.0,
+    )
+
+
+def cpu_timed(fn: Any, repeats: int) -> tuple[float, float, float]:
+    """Median wall and this thread's CPU seconds of ``fn()`` over ``repeats`` calls; min CPU."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        wall, cpu = time.perf_counter(), time.thread_time()
+        fn()
+        cpus.append(time.thread_time() - cpu)
+        walls.append(time.perf_counter() - wall)
+    return statistics.median(walls), statistics.median(cpus), min(cpus)
+
+
+def scenario_writer(opts: argparse.Namespace, workdir: Path) -> list[Row]:
+    """``render`` and ``update_profiles`` on a file of n managed profiles, k of them changed.
+
+    In this process, CPU from ``time.thread_time``; against the configupdater writer it replaced
+    (kept with the tests) and against merely copying the text once.
+    """
+    sys.path.insert(0, str(HERE.parent))
+    from credrefresh.credfile import render, update_profiles  # noqa: PLC0415
+    from support import oldrender  # noqa: PLC0415 - the reference lives with the tests
+
+    n, k = opts.writer_n, opts.writer_k
+    now = datetime.now(UTC)
+    names = profiles(n)
+    text = render("", {p: fake_issued(p, now) for p in names}, now=now)[0]
+    changed = {p: fake_issued(p, now + timedelta(minutes=1)) for p in names[:: max(n // k, 1)]}
+    later = now + timedelta(minutes=1)
+    path = workdir / "writer-credentials"
+    path.write_text(text)
+    half = len(text) // 2
+
+    def update() -> None:
+        update_profiles(str(path), changed, now=later)
+        path.write_text(text)  # the next call starts from the same file
+
+    cases = [
+        ("writer: copying the text once (baseline)", lambda: "x".join([text[:half], text[half:]])),
+        ("writer: render (single pass)", lambda: render(text, changed, now=later)),
+        (
+            "writer: render (configupdater, before)",
+            lambda: oldrender.render(text, changed, now=later),
+        ),
+        ("writer: update_profiles (lock, read, render, fsync, rename)", update),
+    ]
+    rows = []
+    for scenario, fn in cases:
+        say(f"{scenario}: n={n}, k={len(changed)}")
+        repeats = 3 if "before" in scenario else opts.writer_repeats
+        wall, cpu, best = cpu_timed(fn, repeats)
+        notes = (
+            f"n={n} profiles ({len(text) / 1e6:.1f} MB), k={len(changed)} changed; CPU median "
+            f"{cpu * 1000:.1f} ms, min {best * 1000:.1f} ms, of {repeats}; in-process"
+        )
+        rows.append(Row(scenario, n, wall, cpu, None, None, None, notes, {"cpu_min": best}))
+    return rows
+
+
+def command_runs(argv: list[str], home: Path, out: Path, repeats: int) -> list[Run]:
+    """``repeats`` runs of a read-only credrefresh command; each must exit 0, 1 or 2."""
+    runs = []
+    for _ in range(repeats):
+        run = run_process(argv, clean_env(home), out, STEP_TIMEOUT)
+        if run.status not in {0, 1, 2}:
+            raise RuntimeError(f"{shlex.join(argv[-3:])} failed: exit {run.status}")
+        runs.append(run)
+    return runs
+
+
+def scenario_commands(opts: argparse.Namespace, workdir: Path) -> list[Row]:
+    """``status`` of a file of n managed profiles, and ``check`` of a config of m roles."""
+    from credrefresh.credfile import render  # noqa: PLC0415
+
+    rows = []
+    now = datetime.now(UTC)
+    n, m = opts.status_n, opts.check_m
+    credentials = workdir / "status-credentials"
+    names = profiles(n)
+    credentials.write_text(render("", {p: fake_issued(p, now) for p in names}, now=now)[0])
+    config = write_config(workdir / "status.toml", credentials, "http://127.0.0.1:9", n, 64)
+    say(f"status: {n} profiles")
+    runs = command_runs(
+        [*credrefresh(), "status", "--config", str(config)],
+        workdir / "home",
+        workdir / "status.out",
+        opts.repeats,
+    )
+    rows.append(median_row("credrefresh status", n, runs, 0, "subprocess, start-up included"))
+    config = write_config(workdir / "check.toml", credentials, "http://127.0.0.1:9", m, 64)
+    say(f"check: {m} roles")
+    runs = command_runs(
+        [*credrefresh(), "check", "--config", str(config)],
+        workdir / "home",
+        workdir / "check.out",
+        opts.repeats,
+    )
+    rows.append(median_row("credrefresh check", m, runs, 0, "subprocess, start-up included"))
     return rows
 
 
@@ -812,6 +950,7 @@ def targets(rows: list[Row]) -> list[tuple[str, str, str]]:
                 verdict((worst.peak_rss_mb or 0) <= 150),
             )
         )
+    found += targets_issue13(rows)
     idle = find(rows, "credrefresh run, idle")
     if idle:
         percent = idle.extra["cpu_percent"]
@@ -832,6 +971,47 @@ def targets(rows: list[Row]) -> list[tuple[str, str, str]]:
                 verdict(hour.extra["coalesced"]),
             )
         )
+    return found
+
+
+def targets_issue13(rows: list[Row]) -> list[tuple[str, str, str]]:
+    """The targets of the populated-file, 10,000-role and read-only-command scenarios."""
+    found: list[tuple[str, str, str]] = []
+    for row in rows:
+        floor = find(rows, "floor", row.roles)
+        if row.scenario != "credrefresh once (populated)" or not floor or not floor.wall_s:
+            continue
+        ratio = (row.wall_s or 0) / floor.wall_s
+        measured = (
+            f"{ratio:.2f}x ({row.wall_s:.2f} s vs {floor.wall_s:.2f} s; CPU {row.cpu_s:.2f} s "
+            f"vs {floor.cpu_s or 0:.2f} s)"
+        )
+        found.append(
+            (
+                f"populated once <= 1.5x the floor, {row.roles} roles",
+                measured,
+                verdict(ratio <= 1.5),
+            )
+        )
+    writer = find(rows, "writer: render (single pass)")
+    if writer and writer.cpu_s is not None:
+        found.append(
+            (
+                f"render of k=100 in n={writer.roles} <= 50 ms",
+                f"{writer.cpu_s * 1e3:.1f} ms CPU (median; min {writer.extra['cpu_min']:.3f} s)",
+                verdict(writer.cpu_s <= 0.05),
+            )
+        )
+    for prefix, limit in (("credrefresh status", 0.5), ("credrefresh check", 0.3)):
+        row = find(rows, prefix)
+        if row and row.wall_s is not None:
+            found.append(
+                (
+                    f"{prefix.split()[1]} of {row.roles} <= {limit} s",
+                    f"{row.wall_s:.2f} s wall, {row.cpu_s or 0:.2f} s CPU",
+                    verdict(row.wall_s <= limit),
+                )
+            )
     return found
 
 
@@ -911,15 +1091,35 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--no-peers", action="store_true", help="skip the aws-cli/awsume loops")
     parser.add_argument("--no-install", action="store_true", help="never install the peers")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated subset of: %(default)s",
+    )
+    parser.add_argument("--sizes", dest="sizes_given", help="role counts for once, e.g. 1000,10000")
     opts = parser.parse_args(argv)
+    opts.scenarios = [x for x in opts.scenarios.split(",") if x]
+    if unknown := set(opts.scenarios) - set(SCENARIOS):
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
     if opts.quick:
         opts.sizes, opts.repeats, opts.peer_roles, opts.daemon_roles = [10, 100], 1, 2, 100
         opts.idle_seconds, opts.hour_seconds = 5.0, 10.0
+        opts.writer_n, opts.writer_k, opts.writer_repeats = 1000, 10, 3
+        opts.status_n, opts.check_m = 1000, 100
         opts.lifetime = opts.lifetime or 10.0
     else:
-        opts.sizes, opts.repeats, opts.peer_roles, opts.daemon_roles = [10, 100, 1000], 5, 10, 1000
+        opts.sizes, opts.repeats, opts.peer_roles, opts.daemon_roles = (
+            [10, 1000, 10000],
+            3,
+            10,
+            1000,
+        )
         opts.idle_seconds, opts.hour_seconds = 60.0, 60.0
+        opts.writer_n, opts.writer_k, opts.writer_repeats = 10000, 100, 9
+        opts.status_n, opts.check_m = 10000, 1000
         opts.lifetime = opts.lifetime or 60.0
+    if opts.sizes_given:
+        opts.sizes = [int(x) for x in opts.sizes_given.split(",")]
     return opts
 
 
@@ -934,14 +1134,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[Row] = []
     skipped: list[str] = []
     try:
-        rows += scenario_once(opts, workdir)
-        if opts.no_peers:
+        if "once" in opts.scenarios:
+            rows += scenario_once(opts, workdir)
+        if "peers" not in opts.scenarios:
+            pass
+        elif opts.no_peers:
             skipped.append("aws-cli and awsume loops skipped: --no-peers")
         else:
             peer_rows, skipped = scenario_peers(opts, workdir)
             rows += peer_rows
-        rows.append(scenario_idle(opts, workdir))
-        rows.append(scenario_hour(opts, workdir))
+        if "idle" in opts.scenarios:
+            rows.append(scenario_idle(opts, workdir))
+        if "hour" in opts.scenarios:
+            rows.append(scenario_hour(opts, workdir))
+        if "writer" in opts.scenarios:
+            rows += scenario_writer(opts, workdir)
+        if "commands" in opts.scenarios:
+            rows += scenario_commands(opts, workdir)
     finally:
         if opts.keep:
             say(f"work directory kept: {workdir}")
@@ -960,7 +1169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.stdout.write(text)
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "latest.json").write_text(json.dumps(report, indent=1) + "\n")
-    if not opts.quick:
+    if not opts.quick and set(opts.scenarios) == set(SCENARIOS):
         (HERE / "RESULTS.md").write_text(text)
     return 0
 

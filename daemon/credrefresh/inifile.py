@@ -1,0 +1,303 @@
+"""A single-pass reader of INI text that agrees with botocore's parser on every line.
+
+botocore reads the credentials file with ``configparser.RawConfigParser`` (default settings:
+``=`` and ``:`` as delimiters, ``#`` and ``;`` as full-line comments, no inline comments,
+indented lines continue the previous value, strict about duplicate sections and keys, keys
+lowercased). ``scan`` follows ``RawConfigParser._read`` step for step, raises the same
+exceptions on the same lines, and returns where each section starts and ends so that a writer
+can copy everything it does not change by slicing, and re-render only what it changes.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from credrefresh.errors import CredentialsFileError
+
+__all__ = [
+    "BOTOCORE_DEFAULT",
+    "Layout",
+    "Span",
+    "comments_and_blanks",
+    "describe",
+    "layout",
+    "parse",
+    "scan",
+]
+
+BOTOCORE_DEFAULT: Final = "DEFAULT"  # RawConfigParser's default section, as botocore uses it
+SOURCE: Final = "<string>"
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One section of the text, by offsets.
+
+    Attributes:
+        name: The section name, as in its header.
+        start: Offset of the header line.
+        body: Offset just past the header line.
+        end: Offset of the next header line, or the end of the text.
+        parts: The watched keys this section sets, lowercased, with the lines of their
+            values; ``value`` joins them.
+    """
+
+    name: str
+    start: int
+    body: int
+    end: int
+    parts: Mapping[str, list[str]]
+
+    def value(self, key: str) -> str | None:
+        """The value of watched ``key`` as ``RawConfigParser`` reads it, or ``None`` if unset."""
+        lines = self.parts.get(key)
+        # Lines joined with newlines, trailing empty ones dropped, as _join_multiline_values.
+        return None if lines is None else "\n".join(lines).rstrip()
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """A section shape known in advance, read whole by one regular expression.
+
+    Attributes:
+        pattern: Matches a ``[name]`` header line, then the comment, then one ``key = value``
+            line per key (value in group ``v<index>``), then empty lines (group ``tail``);
+            every line at column 0, LF or CRLF line endings.
+        keys: The keys, in order; distinct and lowercase.
+        optional: The keys whose line may be missing (their group is then ``None``).
+    """
+
+    pattern: re.Pattern[str]
+    keys: tuple[str, ...]
+    optional: frozenset[str] = frozenset()
+
+
+def layout(comment: str, keys: Sequence[str], optional: Collection[str] = ()) -> Layout:
+    """The layout of a section written as a header, a comment line and ``keys`` in order.
+
+    The lines of ``optional`` keys may be missing; the last key's line may not.
+
+    Such a section needs no line-by-line reading: no line of it can continue another, no key
+    repeats, and the header starts at column 0.
+    """
+    if comment[:1] not in {"#", ";"} or "\n" in comment:
+        msg = f"not a one-line comment: {comment!r}"
+        raise ValueError(msg)
+    if len(set(keys)) != len(keys) or not all(re.fullmatch("[a-z0-9_]+", key) for key in keys):
+        msg = f"keys must be distinct, lowercase words: {keys!r}"
+        raise ValueError(msg)
+    if not set(optional) <= set(keys[:-1]):
+        msg = f"optional keys must be keys, not the last one: {sorted(optional)!r}"
+        raise ValueError(msg)
+    eol = r"\r?\n"
+    lines = [rf"\[(?P<name>[^\n\]]+)\]{eol}", re.escape(comment) + eol]
+    for index, key in enumerate(keys):
+        line = rf"{key} = (?P<v{index}>[^\n]*){eol}"
+        lines.append(f"(?:{line})?" if key in optional else line)
+    pattern = re.compile("".join(lines) + rf"(?P<tail>(?:{eol})*)")
+    return Layout(pattern, tuple(keys), frozenset(optional))
+
+
+def parse(text: str, watch: Collection[str] = (), known: Layout | None = None) -> tuple[Span, ...]:
+    """The sections of a credentials file's ``text``, read as botocore reads the file.
+
+    Raises:
+        CredentialsFileError: botocore could not read it, or would read it otherwise than
+            ``read_string`` does; the message never quotes a line.
+    """
+    if text.startswith("\ufeff"):
+        raise CredentialsFileError(
+            "starts with a UTF-8 byte order mark, which botocore cannot read; "
+            "remove the first three bytes and try again"
+        )
+    if "\r" in text and "\r" in text.replace("\r\n", ""):
+        raise CredentialsFileError(
+            "contains carriage returns that are not part of CRLF line endings; botocore reads "
+            "them as line breaks, so editing the file safely is not possible; convert it to LF "
+            "or CRLF line endings"
+        )
+    try:
+        return scan(text, watch, known=known)
+    except configparser.Error as exc:
+        raise CredentialsFileError(f"does not parse as an INI file: {describe(exc)}") from None
+
+
+# One loop that follows RawConfigParser._read branch for branch: split up, it would be slower
+# (this runs once per line of a file of 10,000 profiles) and harder to compare with the original.
+def scan(  # noqa: C901, PLR0912, PLR0915
+    text: str,
+    watch: Collection[str] = (),
+    default_section: str = BOTOCORE_DEFAULT,
+    known: Layout | None = None,
+) -> tuple[Span, ...]:
+    """The sections of ``text`` as ``RawConfigParser(default_section=...)`` reads them.
+
+    A section that matches ``known`` is read in one step; everything else line by line.
+
+    Lines end at a line feed only, as with ``read_string``: callers that read a file in text
+    mode (universal newlines) must refuse lone carriage returns first.
+
+    Raises:
+        configparser.Error: the same error ``RawConfigParser.read_string`` raises, on the same
+            line (duplicate sections and keys and a missing header at once, other bad lines
+            together at the end).
+    """
+    spans: list[Span] = []
+    sections: set[str] = set()
+    options: set[tuple[str, str]] = set()
+    errors: configparser.ParsingError | None = None
+    name: str | None = None
+    start = body = 0
+    values: dict[str, list[str]] = {}
+    option = ""  # the key continuation lines extend ("" after a header: none)
+    watched: list[str] | None = None  # the value being read, when its key is watched
+    indent_level = 0
+    size = len(text)
+    pos = 0
+    layout_keys: frozenset[str] = frozenset(known.keys) if known else frozenset()
+    in_layout: frozenset[str] = frozenset()  # the keys ``known`` read in the current section
+    optional = (
+        [(k, f"v{i}") for i, k in enumerate(known.keys) if k in known.optional] if known else []
+    )
+    picks = (
+        [(key, f"v{index}") for index, key in enumerate(known.keys) if key in watch]
+        if known
+        else []
+    )
+    while pos <= size:
+        fast = known.pattern.match(text, pos) if known and text.startswith("[", pos) else None
+        if fast is not None and (header := fast["name"]) not in sections:
+            if header == default_section:
+                fast = None  # read line by line: [DEFAULT] may repeat
+            else:
+                sections.add(header)
+                if name is not None:
+                    spans.append(Span(name, start, body, pos, values))
+                name, start, body = header, pos, text.index("\n", pos) + 1
+                values = {
+                    key: [value.strip()]
+                    for key, group in picks
+                    if (value := fast[group]) is not None
+                }
+                option = known.keys[-1]  # type: ignore[union-attr]
+                watched = values.get(option)
+                if watched is not None:  # the empty lines after it belong to its value
+                    watched.extend([""] * fast["tail"].count("\n"))
+                missing = [key for key, group in optional if fast[group] is None]
+                in_layout = layout_keys.difference(missing) if missing else layout_keys
+                indent_level = 0
+                pos = fast.end()
+                continue
+        here = pos
+        newline = text.find("\n", pos)
+        pos = size + 1 if newline < 0 else newline + 1
+        line = text[here : pos - 1]
+        stripped = line.strip()
+        if not stripped:
+            if watched is not None:
+                watched.append("")  # RawConfigParser keeps blank lines inside a value
+            continue
+        first = stripped[0]
+        if first in "#;":
+            continue  # a comment: neither ends a value nor sets the indentation
+        indent = len(line) - len(line.lstrip())
+        if option and indent > indent_level:
+            if watched is not None:
+                watched.append(stripped)
+            continue
+        indent_level = indent
+        if first == "[" and stripped.rfind("]") >= 2:  # noqa: PLR2004 - "[x]" at least
+            header = stripped[1 : stripped.rfind("]")]
+            if header in sections:
+                raise configparser.DuplicateSectionError(header, SOURCE, line_number(text, here))
+            if header != default_section:
+                sections.add(header)
+            if name is not None:
+                spans.append(Span(name, start, body, here, values))
+            name, start, body = header, here, min(pos, size)
+            values, option, watched, in_layout = {}, "", None, frozenset()
+            continue
+        if name is None:
+            raise configparser.MissingSectionHeaderError(SOURCE, line_number(text, here), line)
+        cut = delimiter(stripped)
+        if cut < 0:
+            errors = bad_line(errors, line_number(text, here), line)
+            continue  # the previous key still takes continuation lines, as in RawConfigParser
+        key = stripped[:cut].rstrip()
+        if not key:
+            errors = bad_line(errors, line_number(text, here), line)
+        key = key.lower()
+        if (name, key) in options or key in in_layout:
+            raise configparser.DuplicateOptionError(name, key, SOURCE, line_number(text, here))
+        options.add((name, key))
+        option = key
+        if key in watch:
+            watched = [stripped[cut + 1 :].strip()]
+            values[key] = watched
+        else:
+            watched = None
+    if name is not None:
+        spans.append(Span(name, start, body, size, values))
+    if errors is not None:
+        raise errors
+    return tuple(spans)
+
+
+def line_number(text: str, offset: int) -> int:
+    """The 1-based number of the line starting at ``offset`` (counted only for errors)."""
+    return text.count("\n", 0, offset) + 1
+
+
+def delimiter(stripped: str) -> int:
+    """Index of the first ``=`` or ``:`` (where ``RawConfigParser``'s OPTCRE splits), or -1."""
+    equals = stripped.find("=")
+    colon = stripped.find(":", 0, equals if equals >= 0 else len(stripped))
+    return colon if colon >= 0 else equals
+
+
+def bad_line(
+    errors: configparser.ParsingError | None, lineno: int, line: str
+) -> configparser.ParsingError:
+    """Add a line RawConfigParser cannot read to the error it raises at the end."""
+    if errors is None:
+        errors = configparser.ParsingError(SOURCE)
+    errors.append(lineno, repr(line))
+    return errors
+
+
+def describe(exc: Exception) -> str:
+    """What is wrong and on which line, never quoting the line itself.
+
+    configparser's messages quote the offending line, which in a credentials file may be (a
+    wrapped piece of) a secret; only the line number and section or key names are kept.
+    """
+    if isinstance(exc, configparser.DuplicateSectionError):
+        return f"line {exc.lineno}: duplicate section [{exc.section}]"
+    if isinstance(exc, configparser.DuplicateOptionError):
+        return f"line {exc.lineno}: duplicate key {exc.option!r} in section [{exc.section}]"
+    if isinstance(exc, configparser.MissingSectionHeaderError):
+        return f"line {exc.lineno}: a line before the first [section] header"
+    if isinstance(exc, configparser.ParsingError):
+        errors = getattr(exc, "errors", [])
+        lines = ", ".join(str(lineno) for lineno, _ in errors[:5]) or "?"
+        return f"line {lines}: not a [section] header, a key = value pair or a comment"
+    return type(exc).__name__
+
+
+def comments_and_blanks(body: str, drop: str) -> str:
+    """The comment and blank lines of ``body``, minus those reading ``drop``, line ends kept.
+
+    In a section about to be rewritten they may be a person's notes for the next section, so
+    they are kept; keys and their continuation lines go.
+    """
+    lines = body.split("\n")  # not splitlines: botocore breaks lines at \n only
+    ends = ["\n"] * (len(lines) - 1) + [""]
+    return "".join(
+        line + end
+        for line, end in zip(lines, ends, strict=True)
+        if (not (stripped := line.strip()) or stripped[0] in "#;") and stripped != drop
+    )

@@ -1,0 +1,324 @@
+"""Tests of the single-pass reader and writer: they agree with botocore's parser and the old writer.
+
+``inifile.scan`` must read every text exactly as ``configparser.RawConfigParser`` (what botocore
+uses) does, errors included; ``credfile.render`` must produce, byte for byte, what the
+configupdater-based writer it replaced produced, on every file both accept.
+"""
+
+from __future__ import annotations
+
+import configparser
+import itertools
+import string
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.configloader import raw_config_parse
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run straight from a checkout, without installing
+    sys.path.insert(0, str(REPO))
+
+from credrefresh.credfile import (  # noqa: E402
+    LAYOUT,
+    MANAGED_COMMENT,
+    MANAGED_KEYS,
+    MARKER_KEY,
+    read_profiles,
+    render,
+    section_text,
+    update_profiles,
+)
+from credrefresh.errors import CredentialsFileError  # noqa: E402
+from credrefresh.inifile import Span, layout, scan  # noqa: E402
+from support import oldrender  # noqa: E402
+from test_credfile import LATER, NOW, documents, make_issued  # noqa: E402
+
+NO_DEFAULT = "\x00no-default"
+KEYS = ("a", "b", "key", "credrefresh_managed")
+# Keys as a person may spell them: botocore lowercases them, so "Key" repeats "key".
+SPELLED = ("a", "A", "b", "key", "Key", "KEY", "credrefresh_managed", "CREDREFRESH_MANAGED")
+SMALL_LAYOUT = layout("# ours", ("credrefresh_managed", "b", "a", "key"), optional={"b"})
+
+names = st.sampled_from(["p", "q", "r s", "DEFAULT", "é", "a]b", " x "])
+indents = st.sampled_from(["", "", "", " ", "  ", "\t", "\x0c"])
+values = st.text(alphabet="ab tTrRuUeE:=[]#;", max_size=6)
+headers = st.builds(lambda i, n, t: f"{i}[{n}]{t}", indents, names, st.sampled_from(["", "", " x"]))
+options = st.builds(
+    lambda i, k, d, v: f"{i}{k}{d}{v}",
+    indents,
+    st.sampled_from(SPELLED),
+    st.sampled_from(["=", " = ", ":", " : ", "=:"]),
+    values,
+)
+odd = st.sampled_from(["[]", "[", "= v", " = v", "junk", "  junk", "[]]", "true"])
+comments = st.builds(lambda i, p, t: i + p + t, indents, st.sampled_from("#;"), values)
+blanks = st.sampled_from(["", " ", "\t", "\x0c"])
+lines = st.one_of(headers, options, odd, comments, blanks)
+
+
+@st.composite
+def soups(draw: st.DrawFn, *, known: bool = False) -> str:
+    """INI-ish text, mostly valid, with every kind of line RawConfigParser tells apart."""
+    body = draw(st.lists(lines, max_size=14))
+    if known:
+        for _ in range(draw(st.integers(0, 3))):
+            name = draw(names)
+            values_ = draw(st.lists(values, min_size=4, max_size=4))
+            block = [f"[{name}]", "# ours"] + [
+                f"{key} = {value}"
+                for key, value in zip(SMALL_LAYOUT.keys, values_, strict=True)
+                if key != "b" or draw(st.booleans())
+            ]
+            at = draw(st.integers(0, len(body)))
+            body[at:at] = block + draw(st.lists(st.sampled_from(["", ""]), max_size=2))
+    newline = draw(st.sampled_from(["\n", "\r\n"]))
+    return newline.join(body) + draw(st.sampled_from(["", newline]))
+
+
+def outcome_of_configparser(text: str, default_section: str) -> Any:
+    """What RawConfigParser makes of ``text``: sections with values, or the error it raises."""
+    parser = configparser.RawConfigParser(default_section=default_section)
+    try:
+        parser.read_string(text)
+    except configparser.Error as exc:
+        return error_summary(exc)
+    sections = parser.sections()
+    if default_section != NO_DEFAULT:
+        return sections, None
+    return sections, {
+        name: {key: parser.get(name, key) for key in parser.options(name) if key in KEYS}
+        for name in sections
+    }
+
+
+def outcome_of_scan(text: str, default_section: str, known: Any = None) -> Any:
+    """The same summary from ``scan``."""
+    try:
+        spans = scan(text, KEYS, default_section, known)
+    except configparser.Error as exc:
+        return error_summary(exc)
+    sections = [span.name for span in spans if span.name != default_section]
+    if default_section != NO_DEFAULT:
+        return sections, None
+    return sections, {
+        span.name: {key: span.value(key) for key in KEYS if span.value(key) is not None}
+        for span in spans
+    }
+
+
+def error_summary(exc: configparser.Error) -> tuple[str, Any]:
+    """The error's kind and where it was found, as comparable data."""
+    if isinstance(exc, configparser.ParsingError) and not isinstance(
+        exc, configparser.MissingSectionHeaderError
+    ):
+        return type(exc).__name__, [lineno for lineno, _ in exc.errors]
+    return type(exc).__name__, getattr(exc, "lineno", None)
+
+
+def assert_spans_tile(text: str, spans: tuple[Span, ...]) -> None:
+    """Sections follow one another: each ends where the next starts, the last at the end."""
+    for span, following in itertools.pairwise(spans):
+        assert span.end == following.start
+        assert span.start < span.body <= span.end
+    if spans:
+        assert spans[-1].end == len(text)
+        assert text[spans[0].start :].lstrip().startswith("[")
+
+
+PROPERTY = settings(
+    max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+
+
+@PROPERTY
+@given(soups(), st.sampled_from(["DEFAULT", NO_DEFAULT]))
+def test_scan_reads_like_rawconfigparser(text: str, default_section: str) -> None:
+    """Sections, values and errors (kind and line) are exactly what RawConfigParser reports."""
+    assert outcome_of_scan(text, default_section) == outcome_of_configparser(text, default_section)
+    if not isinstance(outcome_of_scan(text, default_section)[0], str):
+        assert_spans_tile(text, scan(text, KEYS, default_section))
+
+
+@PROPERTY
+@given(soups(known=True))
+def test_scan_of_known_sections_in_one_step_changes_nothing(text: str) -> None:
+    """Reading sections of a known layout in one step gives the same spans as line by line."""
+    slow = outcome_of_scan(text, NO_DEFAULT)
+    assert outcome_of_scan(text, NO_DEFAULT, SMALL_LAYOUT) == slow
+    assert slow == outcome_of_configparser(text, NO_DEFAULT)
+    if not isinstance(slow[0], str):
+        fast_spans = scan(text, KEYS, NO_DEFAULT, SMALL_LAYOUT)
+        slow_spans = scan(text, KEYS, NO_DEFAULT)
+        assert [(s.name, s.start, s.body, s.end) for s in fast_spans] == [
+            (s.name, s.start, s.body, s.end) for s in slow_spans
+        ]
+
+
+def test_known_layout_is_read_in_one_step() -> None:
+    """A section in the layout credrefresh writes is matched whole by the layout's pattern."""
+    text = render("", {"dev": make_issued("dev")}, now=NOW)[0]
+    match = LAYOUT.pattern.match(text)
+    assert match is not None
+    assert match.end() == len(text)
+    assert match["name"] == "dev"
+
+
+@settings(
+    max_examples=300, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(documents())
+def test_render_agrees_with_the_configupdater_writer(doc: dict[str, Any]) -> None:
+    """On every generated file, the single-pass render writes exactly what the old writer wrote."""
+    text, updates, removals = doc["text"], doc["updates"], doc["removals"]
+    assert render(text, updates, removals, now=LATER) == oldrender.render(
+        text, updates, removals, now=LATER
+    )
+
+
+def test_render_copies_a_large_file_outside_the_changed_sections() -> None:
+    """In a file of many profiles, only the changed ones differ; every other byte is the same."""
+    names = [f"role-{index:04d}" for index in range(300)]
+    text = render("", {name: make_issued(name) for name in names}, now=NOW)[0]
+    text = "# my notes\n[user]\nregion = eu-west-1\n\n" + text
+    changed = {name: make_issued(name, 1) for name in names[::30]}
+    new_text, written, _, _ = render(text, changed, ["role-0001"], now=LATER)
+    assert written == tuple(changed)
+    assert new_text == oldrender.render(text, changed, ["role-0001"], now=LATER)[0]
+    for name in names[2:30]:
+        assert section_text(name, make_issued(name), NOW, "\n") in new_text
+
+
+# -- the marker must say true ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["false", "no", "", "1", "true\n  more", "yes"])
+def test_marker_not_true_is_a_conflict(value: str) -> None:
+    """A profile whose marker is not ``true`` is somebody else's: a conflict, left untouched."""
+    text = f"[dev]\n{MARKER_KEY} = {value}\naws_access_key_id = AKIAUSERKEY\n\n[other]\nx = 1\n"
+    new_text, written, removed, conflicts = render(text, {"dev": make_issued("dev")}, now=NOW)
+    assert (new_text, written, removed, conflicts) == (text, (), (), ("dev",))
+    assert render(text, {}, ["dev"], now=NOW) == (text, (), (), ())
+
+
+@pytest.mark.parametrize("value", ["true", "TRUE", "True", " true ", "true\n\n"])
+def test_marker_true_in_any_case_is_managed(value: str) -> None:
+    """``true`` in any case, as botocore reads it, marks a profile credrefresh may rewrite."""
+    text = f"[dev]\n{MARKER_KEY} = {value}\naws_access_key_id = AKIAOLD\n"
+    new_text, written, _, conflicts = render(text, {"dev": make_issued("dev")}, now=NOW)
+    assert (written, conflicts) == (("dev",), ())
+    assert "AKIAOLD" not in new_text
+
+
+def test_read_profiles_needs_a_true_marker(tmp_path: Path) -> None:
+    """``read_profiles`` calls a profile managed only when its marker says ``true``."""
+    path = tmp_path / "credentials"
+    path.write_text(f"[a]\n{MARKER_KEY} = false\n[b]\n{MARKER_KEY} = True\n[c]\nx = 1\n")
+    profiles = read_profiles(str(path))
+    assert {name: p.managed for name, p in profiles.items()} == {"a": False, "b": True, "c": False}
+
+
+# -- nothing unchecked is written -------------------------------------------------------------
+
+FIELDS = {
+    "credrefresh_role_arn": lambda i, v: replace(i, role_arn=v),
+    "credrefresh_session_name": lambda i, v: replace(i, session_name=v),
+    "credrefresh_assumed_role_arn": lambda i, v: replace(i, assumed_role_arn=v),
+    "aws_access_key_id": lambda i, v: replace(
+        i, credentials=replace(i.credentials, access_key_id=v)
+    ),
+    "aws_secret_access_key": lambda i, v: replace(
+        i, credentials=replace(i.credentials, secret_access_key=v)
+    ),
+    "aws_session_token": lambda i, v: replace(
+        i, credentials=replace(i.credentials, session_token=v)
+    ),
+}
+CONTROLS = ["\n", "\r", "\r\n", "\x00", "\x1b", "\x7f", "\x85", "\t"]
+
+
+@pytest.mark.parametrize("control", CONTROLS, ids=[f"{ord(c[0]):02x}" for c in CONTROLS])
+@pytest.mark.parametrize("field", sorted(FIELDS))
+def test_value_with_a_control_character_is_refused(field: str, control: str) -> None:
+    """A value that could break a line is never written; the error names profile and field."""
+    value = f"SECRETPART{control}[injected]\n{MARKER_KEY} = true"
+    issued = FIELDS[field](make_issued("dev"), value)
+    with pytest.raises(CredentialsFileError) as caught:
+        section_text("dev", issued, NOW, "\n")
+    message = str(caught.value)
+    assert "[dev]" in message
+    assert field in message
+    assert "SECRETPART" not in message
+    assert "injected" not in message
+
+
+def test_profile_name_with_a_line_break_is_refused() -> None:
+    """A profile name that could start a second header is never written."""
+    with pytest.raises(CredentialsFileError, match="control character"):
+        render("", {"dev]\n[prod": make_issued("dev")}, now=NOW)
+
+
+def test_refused_value_leaves_the_file_untouched(tmp_path: Path) -> None:
+    """An update carrying a bad value fails as a whole and the file keeps its bytes."""
+    path = tmp_path / "credentials"
+    path.write_text("[user]\nregion = eu-west-1\n")
+    bad = FIELDS["aws_session_token"](make_issued("dev"), "tok\n[evil]\nx = 1")
+    with pytest.raises(CredentialsFileError, match="aws_session_token") as caught:
+        update_profiles(str(path), {"ok": make_issued("ok"), "dev": bad}, now=NOW)
+    assert "evil" not in str(caught.value)
+    assert path.read_text() == "[user]\nregion = eu-west-1\n"
+
+
+# -- what a rewrite must not change ------------------------------------------------------------
+
+
+def test_indented_header_after_a_managed_profile_is_not_swallowed() -> None:
+    """An indented header after a rewritten profile would become part of its last value:
+    the rewrite is refused instead of losing that profile."""
+    text = (
+        "[user]\nregion = eu-west-1\n"
+        f"[dev]\n  {MARKER_KEY} = true\n  aws_access_key_id = AKIAOLD\n"
+        "  [other]\nregion = eu-west-1\n"
+    )
+    assert raw_config_parse_text(text) == ["user", "dev", "other"]
+    with pytest.raises(CredentialsFileError, match="indented"):
+        render(text, {"dev": make_issued("dev", 1)}, now=LATER)
+    # Removed, [other] would continue [user]'s last value, and its key repeat one of [user].
+    with pytest.raises(CredentialsFileError, match="would not parse: line 4: duplicate key"):
+        render(text, {}, ["dev"], now=LATER)
+
+
+def raw_config_parse_text(text: str) -> list[str]:
+    """Section names botocore reads from ``text``."""
+    parser = configparser.RawConfigParser()
+    parser.read_string(text)
+    return parser.sections()
+
+
+@pytest.mark.parametrize("params", ["", "3f2a9c"], ids=["plain", "session-params"])
+def test_managed_keys_are_the_written_ones(params: str) -> None:
+    """The layout read in one step lists exactly the keys ``section_text`` writes, in order,
+    and matches what it writes with and without session parameters."""
+    issued = replace(make_issued("dev"), params=params)
+    text = section_text("dev", issued, NOW, "\n")
+    written = text.splitlines()
+    assert written[1] == MANAGED_COMMENT
+    keys = tuple(line.split(" = ")[0] for line in written[2:])
+    assert keys == tuple(k for k in MANAGED_KEYS if params or k != "credrefresh_session_params")
+    match = LAYOUT.pattern.match(text)
+    assert match is not None
+    assert match.end() == len(text)
+
+
+def test_output_is_read_by_botocore(tmp_path: Path) -> None:
+    """A file of mixed user and managed profiles written by render is one botocore reads."""
+    text = "[user]\nregion = eu-west-1\n  continued\n; note\n\n"
+    text = render(text, {n: make_issued(n) for n in string.ascii_lowercase[:5]}, now=NOW)[0]
+    path = tmp_path / "credentials"
+    path.write_text(text)
+    assert sorted(raw_config_parse(str(path))) == ["a", "b", "c", "d", "e", "user"]
