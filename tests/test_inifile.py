@@ -31,6 +31,7 @@ from credrefresh.credfile import (  # noqa: E402
     MARKER_KEY,
     read_profiles,
     render,
+    scan_profiles,
     section_text,
     update_profiles,
 )
@@ -322,3 +323,22 @@ def test_output_is_read_by_botocore(tmp_path: Path) -> None:
     path = tmp_path / "credentials"
     path.write_text(text)
     assert sorted(raw_config_parse(str(path))) == ["a", "b", "c", "d", "e", "user"]
+
+
+@settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(st.one_of(documents().map(lambda doc: doc["text"]), soups()))
+def test_scan_profiles_agrees_with_read_profiles(tmp_path_factory: Any, text: str) -> None:
+    """``scan_profiles`` returns exactly what ``read_profiles`` returns, or fails where it fails."""
+    path = tmp_path_factory.mktemp("scan") / "credentials"
+    path.write_bytes(text.encode())
+    try:
+        expected: Any = read_profiles(str(path))
+    except CredentialsFileError:
+        expected = "error"
+    try:
+        got: Any = scan_profiles(text)
+    except configparser.Error:
+        got = "error"
+    assert got == expected

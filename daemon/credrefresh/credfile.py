@@ -39,6 +39,7 @@ from credrefresh.inifile import (
     describe,
     layout,
     parse,
+    require_sections,
     scan,
 )
 from credrefresh.model import Issued, format_time, parse_time
@@ -51,6 +52,7 @@ __all__ = [
     "lock_path",
     "read_profiles",
     "render",
+    "scan_profiles",
     "update_profiles",
 ]
 
@@ -63,7 +65,6 @@ STABLE_READ_TRIES: Final = 5
 # file modified this recently is left to settle before it is read (bounded by SETTLE_LIMIT).
 SETTLE: Final = 0.1
 SETTLE_LIMIT: Final = 2.0
-WATCHED: Final = frozenset({MARKER_KEY})
 # Any C0 or C1 control character, DEL included: none belongs in a value, and some break lines.
 CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -126,7 +127,10 @@ MANAGED_KEYS: Final = (  # what section_text writes, in order
     "aws_session_token",
     "x_security_token_expires",
 )
-# Such sections (nearly all of a populated file) are read in one step.
+# What scan_profiles reads (no secret), and its default section: [DEFAULT] is a profile like any.
+PROFILE_KEYS: Final = frozenset(MANAGED_KEYS) - {"aws_secret_access_key", "aws_session_token"}
+NO_DEFAULT: Final = "\x00credrefresh-no-default"
+# Sections written as section_text writes them (nearly all of a populated file): read in one step.
 LAYOUT: Final = layout(MANAGED_COMMENT, MANAGED_KEYS, optional={"credrefresh_session_params"})
 
 
@@ -146,7 +150,7 @@ def render(
         CredentialsFileError: the text does not parse as an INI file botocore could read, or a
             value to write could break a line.
     """
-    spans = parse(text, WATCHED, LAYOUT)
+    spans = parse(text, (MARKER_KEY,), LAYOUT)
     newline = "\r\n" if "\r\n" in text else "\n"
     pieces: list[str] = []
     written: list[str] = []
@@ -191,27 +195,14 @@ def render(
         BOTOCORE_DEFAULT in written
     ):
         gone = set(removed)
-        check_rewrite(out, [s.name for s in spans if s.name not in gone], written)
+        kept = [s.name for s in spans if s.name not in gone]
+        require_sections(out, kept + [name for name in written if name not in kept])
     return out, tuple(written), tuple(removed), tuple(conflicts)
 
 
 def is_marked(span: Span) -> bool:
     """Whether a section carries the marker set to ``true`` (any case), as botocore reads it."""
     return (span.value(MARKER_KEY) or "").lower() == "true"
-
-
-def check_rewrite(out: str, kept: list[str], written: list[str]) -> None:
-    """Refuse a rewrite botocore would read otherwise than meant (an indented header next)."""
-    try:
-        names = [span.name for span in scan(out)]
-    except configparser.Error as exc:
-        raise CredentialsFileError(f"the result would not parse: {describe(exc)}") from None
-    expected = kept + [name for name in written if name not in kept]
-    if names != expected:
-        raise CredentialsFileError(
-            "a section header after a managed profile is indented; botocore would read it as "
-            "part of the profile's last value; remove the indentation and try again"
-        )
 
 
 def section_text(name: str, issued: Issued, now: datetime, newline: str) -> str:
@@ -441,5 +432,24 @@ def read_profiles(path: str) -> dict[str, ManagedProfile]:
             refreshed_at=parse_time(section.get("credrefresh_refreshed_at") or ""),
             session_name=section.get("credrefresh_session_name"),
             session_params=section.get("credrefresh_session_params"),
+        )
+    return profiles
+
+
+def scan_profiles(text: str) -> dict[str, ManagedProfile]:
+    """What ``read_profiles`` makes of ``text``, in one pass; raises as ``RawConfigParser``."""
+    spans = scan(text.removeprefix("\ufeff"), PROFILE_KEYS, NO_DEFAULT, LAYOUT)
+    profiles: dict[str, ManagedProfile] = {}
+    for span in spans:
+        expires = span.value("x_security_token_expires")
+        profiles[span.name] = ManagedProfile(
+            profile=span.name,
+            managed=is_marked(span),
+            access_key_id=span.value("aws_access_key_id"),
+            expiration=parse_time(expires) if expires else None,
+            role_arn=span.value("credrefresh_role_arn"),
+            refreshed_at=parse_time(span.value("credrefresh_refreshed_at") or ""),
+            session_name=span.value("credrefresh_session_name"),
+            session_params=span.value("credrefresh_session_params"),
         )
     return profiles

@@ -26,6 +26,7 @@ __all__ = [
     "describe",
     "layout",
     "parse",
+    "require_sections",
     "scan",
 ]
 
@@ -124,6 +125,24 @@ def parse(text: str, watch: Collection[str] = (), known: Layout | None = None) -
         return scan(text, watch, known=known)
     except configparser.Error as exc:
         raise CredentialsFileError(f"does not parse as an INI file: {describe(exc)}") from None
+
+
+def require_sections(text: str, names: Sequence[str]) -> None:
+    """Refuse ``text`` unless botocore would read exactly the sections ``names``, in order.
+
+    Raises:
+        CredentialsFileError: it would not parse, or an indented header after a rewritten
+            section would read as part of that section's last value.
+    """
+    try:
+        found = [span.name for span in scan(text)]
+    except configparser.Error as exc:
+        raise CredentialsFileError(f"the result would not parse: {describe(exc)}") from None
+    if found != list(names):
+        raise CredentialsFileError(
+            "a section header after a managed profile is indented; botocore would read it as "
+            "part of the profile's last value; remove the indentation and try again"
+        )
 
 
 # One loop that follows RawConfigParser._read branch for branch: split up, it would be slower
