@@ -132,12 +132,15 @@ class Config:
     refresh: RefreshPolicy = RefreshPolicy()
     metrics_address: tuple[str, int] | None = None
 
+    by_profile: Mapping[str, Role] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # An index, so looking a role up is O(1) with ten thousand of them.
+        object.__setattr__(self, "by_profile", {r.profile: r for r in self.roles})
+
     def role(self, profile: str) -> Role | None:
         """The role kept in ``profile``, if any."""
-        for role in self.roles:
-            if role.profile == profile:
-                return role
-        return None
+        return self.by_profile.get(profile)
 
 
 @dataclass(frozen=True, slots=True)
