@@ -414,26 +414,10 @@ def read_profiles(path: str) -> dict[str, ManagedProfile]:
     """
     target = os.path.realpath(path)
     text, _ = read_text(target)
-    parser = configparser.RawConfigParser(default_section="\x00credrefresh-no-default")
     try:
-        parser.read_string(text.removeprefix("\ufeff"), source=path)
+        return scan_profiles(text)
     except configparser.Error as exc:
         raise CredentialsFileError(f"{path}: does not parse: {describe(exc)}") from None
-    profiles: dict[str, ManagedProfile] = {}
-    for name in parser.sections():
-        section = parser[name]
-        expires = section.get("x_security_token_expires")
-        profiles[name] = ManagedProfile(
-            profile=name,
-            managed=section.get(MARKER_KEY, "").lower() == "true",
-            access_key_id=section.get("aws_access_key_id"),
-            expiration=parse_time(expires) if expires else None,
-            role_arn=section.get("credrefresh_role_arn"),
-            refreshed_at=parse_time(section.get("credrefresh_refreshed_at") or ""),
-            session_name=section.get("credrefresh_session_name"),
-            session_params=section.get("credrefresh_session_params"),
-        )
-    return profiles
 
 
 def scan_profiles(text: str) -> dict[str, ManagedProfile]:
