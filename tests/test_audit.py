@@ -4,6 +4,7 @@ records made from the keys in them."""
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import signal
 import subprocess
@@ -14,6 +15,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from botocore.configloader import raw_config_parse
 
+from credrefresh.audit import parse_bound
+from credrefresh.auditcli import write_table
 from credrefresh.cli import main
 from process_support import Proc, clean_env, run_cli, write_config
 from support.fakests import Faults, ThreadedFakeSTS
@@ -742,3 +745,61 @@ def test_audit_does_not_import_the_aws_sdk(real_log):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_chained_source_is_shown(tmp_path, capsys):
+    """A role.refreshed with a source (a role chain) shows it in the table and the JSON."""
+    chained = refreshed("child", "ASIA0000000000000009", "2026-11-27T11:00:00Z")
+    chained[1]["source"] = "parent"
+    log = tmp_path / "log"
+    log.write_text(
+        synthetic(refreshed("parent", "ASIA0000000000000008", "2026-11-27T11:00:00Z"), chained)
+    )
+    _, out, _ = audit(capsys, "sessions", "--json", log)
+    assert [s["source"] for s in json.loads(out)] == [None, "parent"]
+    _, out, _ = audit(capsys, "sessions", log)
+    assert out.splitlines()[2].split()[4] == "parent"
+    assert out.splitlines()[1].split()[4] == "-"
+
+
+def test_long_tables_stream_with_widths_from_the_first_rows():
+    """Widths come from the header and the first rows; later, longer cells shift only their line."""
+    out = io.StringIO()
+    rows = [("a", "1"), ("bb", "2"), ("a-much-longer-cell", "3")]
+    write_table(out, ("H", "LAST"), iter(rows), sample=2)
+    assert out.getvalue().splitlines() == ["H   LAST", "a   1", "bb  2", "a-much-longer-cell  3"]
+
+
+def test_time_bounds():
+    """--since/--until take ISO 8601 (naive is UTC, offsets converted) or a duration ago."""
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    assert parse_bound("2026-11-27", now) == datetime(2026, 11, 27, tzinfo=UTC)
+    assert parse_bound("2026-11-27T10:00+02:00", now) == datetime(2026, 11, 27, 8, tzinfo=UTC)
+    assert parse_bound("1d12h", now) == now - timedelta(hours=36)
+    assert parse_bound("90m ago", now) == now - timedelta(minutes=90)
+    for bad in ("", "2h-ish", "tomorrow", "12"):
+        with pytest.raises(ValueError, match="is not a time"):
+            parse_bound(bad, now)
+
+
+def test_closed_pipe_stops_quietly(tmp_path):
+    """A reader that goes away (``| head``) stops audit without a traceback, status 141."""
+    log = tmp_path / "log"
+    log.write_text(
+        synthetic(*(refreshed("p", f"ASIA{i:016d}", "2026-11-27T11:00:00Z") for i in range(3000)))
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "credrefresh", "audit", "sessions", "--json", str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout.readline() == b"[\n"
+        proc.stdout.close()
+        assert proc.wait(timeout=60) == 141
+        assert b"Traceback" not in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stderr.close()

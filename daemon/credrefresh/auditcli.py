@@ -17,16 +17,17 @@ import gzip
 import io
 import itertools
 import json
+import os
 import sys
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any, Final, TextIO
 
 from credrefresh.audit import (
     KEY_RE,
-    Gap,
-    GapTracker,
+    Event,
     Served,
     Session,
     Tally,
@@ -35,6 +36,7 @@ from credrefresh.audit import (
     issued,
     parse_bound,
 )
+from credrefresh.auditgaps import Gap, GapTracker
 from credrefresh.audittrail import Joined, join, records
 from credrefresh.logs import scrub
 
@@ -44,6 +46,8 @@ EXIT_NOT_FOUND: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_DATAERR: Final = 65
 EXIT_NOINPUT: Final = 66
+EXIT_INTERRUPTED: Final = 130
+EXIT_PIPE: Final = 141  # 128 + SIGPIPE
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 
 
@@ -108,42 +112,71 @@ def run(
     err: TextIO | None = None,
     now: datetime | None = None,
 ) -> int:
-    """Answer one audit question; return the exit status."""
+    """Answer one audit question; return the exit status.
+
+    ``stdin`` defaults to the process's standard input, looked up only when read.
+    """
     stdout, stderr = out or sys.stdout, err or sys.stderr
-    source = stdin  # None: sys.stdin's bytes, looked up only if read
     try:
-        since, until = (
-            parse_bound(value, now or datetime.now(UTC)) if value else None
-            for value in (getattr(args, "since", None), getattr(args, "until", None))
-        )
+        window = check(args, now or datetime.now(UTC))
     except ValueError as exc:
         print(f"credrefresh audit: {scrub(str(exc))}", file=stderr)
         return EXIT_USAGE
-    if args.question == "key" and KEY_RE.fullmatch(args.access_key_id) is None:
-        print("credrefresh audit: an access key id is 16-128 of A-Z and 0-9", file=stderr)
-        return EXIT_USAGE
-    if args.question == "cloudtrail" and "-" in args.trails:
-        print("credrefresh audit: CloudTrail files are read twice, not from stdin", file=stderr)
-        return EXIT_USAGE
     tally = Tally()
     try:
-        if args.question == "sessions":
-            stream = issued(events(read_lines(args.files, source), tally), tally)
-            code = sessions(args, stream, since, until, stdout)
-        elif args.question == "key":
-            code = key(args, read_lines(args.files, source), tally, stdout)
-        elif args.question == "gaps":
-            code = gaps(args, events(read_lines(args.files, source), tally), since, until, stdout)
-        else:
-            code = cloudtrail(args, source, tally, stdout, stderr)
-    except DataError as exc:
+        code = answer(args, window, stdin, tally, stdout, stderr)
+    except (DataError, InputError) as exc:
         print(f"credrefresh audit: {scrub(str(exc))}", file=stderr)
-        return EXIT_DATAERR
-    except InputError as exc:
-        print(f"credrefresh audit: {scrub(str(exc))}", file=stderr)
-        return EXIT_NOINPUT
+        return EXIT_DATAERR if isinstance(exc, DataError) else EXIT_NOINPUT
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as a process killed by SIGPIPE would.
+        if stdout is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     print(f"credrefresh audit: {tally.summary()}", file=stderr)
     return code
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """``--since`` and ``--until``: a half-open interval, either end open when ``None``."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def check(args: argparse.Namespace, now: datetime) -> Window:
+    """What argparse cannot check; raises ValueError with a message for the person."""
+    if args.question == "key" and KEY_RE.fullmatch(args.access_key_id) is None:
+        raise ValueError("an access key id is 16-128 of A-Z and 0-9")
+    if args.question == "cloudtrail" and "-" in args.trails:
+        raise ValueError("CloudTrail files are read twice, so not from stdin")
+    since, until = (getattr(args, "since", None), getattr(args, "until", None))
+    return Window(
+        since=parse_bound(since, now) if since else None,
+        until=parse_bound(until, now) if until else None,
+    )
+
+
+def answer(
+    args: argparse.Namespace,
+    window: Window,
+    stdin: IO[bytes] | None,
+    tally: Tally,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """Dispatch to the question asked."""
+    if args.question == "sessions":
+        stream = issued(events(read_lines(args.files, stdin), tally), tally)
+        return sessions(args, stream, window, out)
+    if args.question == "key":
+        return key(args, read_lines(args.files, stdin), tally, out)
+    if args.question == "gaps":
+        return gaps(args, events(read_lines(args.files, stdin), tally), window, out)
+    return cloudtrail(args, stdin, tally, out, err)
 
 
 # -- input -------------------------------------------------------------------------------------
@@ -181,7 +214,10 @@ def read_lines(names: Sequence[str], stdin: IO[bytes] | None) -> Iterator[str]:
             except (OSError, EOFError, zlib.error) as exc:
                 raise InputError(f"cannot read {'stdin' if name == '-' else name}: {exc}") from exc
             finally:
-                text.detach()
+                # Leave the stream to `opened` (stdin stays open). When a closed pipe ends the
+                # run, this generator is finalized late, after the stream: nothing to detach.
+                with contextlib.suppress(ValueError):
+                    text.detach()
 
 
 def load_trail(name: str, stdin: IO[bytes] | None) -> object:
@@ -200,18 +236,19 @@ def load_trail(name: str, stdin: IO[bytes] | None) -> object:
 # -- questions ---------------------------------------------------------------------------------
 
 
-def _in_window(session: Session, since: datetime | None, until: datetime | None) -> bool:
-    if since is None and until is None:
+def _in_window(session: Session, window: Window) -> bool:
+    if window.since is None and window.until is None:
         return True
-    issued = datetime.fromisoformat(session.issued).astimezone(UTC)
-    return (since is None or issued >= since) and (until is None or issued < until)
+    at = datetime.fromisoformat(session.issued).astimezone(UTC)
+    return (window.since is None or at >= window.since) and (
+        window.until is None or at < window.until
+    )
 
 
 def sessions(
     args: argparse.Namespace,
     stream: Iterable[Session],
-    since: datetime | None,
-    until: datetime | None,
+    window: Window,
     out: TextIO,
 ) -> int:
     """``audit sessions``: a JSON array or a table, streamed either way."""
@@ -219,7 +256,7 @@ def sessions(
     found = (
         session
         for session in stream
-        if (not profiles or session.profile in profiles) and _in_window(session, since, until)
+        if (not profiles or session.profile in profiles) and _in_window(session, window)
     )
     if args.json:
         write_array(out, (session.to_json() for session in found))
@@ -280,9 +317,8 @@ def write_key(out: TextIO, issued: Sequence[Session], served: Sequence[Served]) 
 
 def gaps(
     args: argparse.Namespace,
-    stream: Iterable[Any],
-    since: datetime | None,
-    until: datetime | None,
+    stream: Iterable[Event],
+    window: Window,
     out: TextIO,
 ) -> int:
     """``audit gaps``: every period without valid credentials, closed ones first."""
@@ -293,7 +329,7 @@ def gaps(
     chosen = [
         gap
         for gap in found
-        if (not profiles or gap.profile in profiles) and gap.overlaps(since, until)
+        if (not profiles or gap.profile in profiles) and gap.overlaps(window.since, window.until)
     ]
     log_end = tracker.log_end or datetime.now(UTC)
     if args.json:
