@@ -130,6 +130,8 @@ def run(
         return EXIT_DATAERR if isinstance(exc, DataError) else EXIT_NOINPUT
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, as a process killed by SIGPIPE would.
+        # Anything still buffered would fail again when Python flushes stdout at exit (the
+        # recipe in the signal module's documentation).
         if stdout is sys.stdout:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_PIPE
