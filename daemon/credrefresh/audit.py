@@ -18,7 +18,7 @@ from typing import Any, Final
 from credrefresh.logs import scrub
 
 __all__ = [
-    "Event",
+    "LoggedEvent",
     "Served",
     "Session",
     "Tally",
@@ -87,8 +87,8 @@ class Tally:
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
-    """One credrefresh log event.
+class LoggedEvent:
+    """One event read back from credrefresh's log (``events.Event`` is one about to be logged).
 
     Attributes:
         name: The ``event`` field, e.g. ``role.refreshed``.
@@ -210,7 +210,7 @@ def _decode(line: str) -> Any:  # noqa: ANN401 - whatever the JSON holds
         return None
 
 
-def events(lines: Iterable[str], tally: Tally, needle: str | None = None) -> Iterator[Event]:
+def events(lines: Iterable[str], tally: Tally, needle: str | None = None) -> Iterator[LoggedEvent]:
     """The credrefresh events on ``lines``, counting everything else in ``tally``.
 
     Lines may be bare JSON (``journalctl -o cat``), carry a prefix before the JSON (syslog,
@@ -239,7 +239,7 @@ def events(lines: Iterable[str], tally: Tally, needle: str | None = None) -> Ite
         if latest is not None and at < latest - _REORDER_SLACK:
             tally.out_of_order += 1
         latest = at if latest is None or at > latest else latest
-        yield Event(name, at, stamp, data)  # type: ignore[arg-type]
+        yield LoggedEvent(name, at, stamp, data)  # type: ignore[arg-type]
 
 
 def text_field(fields: Mapping[str, Any], key: str) -> str | None:
@@ -262,7 +262,7 @@ def _key(fields: Mapping[str, Any]) -> str | None:
     return value if value.__class__ is str and KEY_RE.fullmatch(value) else None
 
 
-def session_of(event: Event) -> Session | None:
+def session_of(event: LoggedEvent) -> Session | None:
     """The session a ``role.refreshed`` event records; ``None`` if its fields do not check out."""
     fields = event.fields
     profile, key, expiration = text_field(fields, "profile"), _key(fields), fields.get("expiration")
@@ -285,7 +285,7 @@ def session_of(event: Event) -> Session | None:
     )
 
 
-def served_of(event: Event) -> Served | None:
+def served_of(event: LoggedEvent) -> Served | None:
     """The hand-out a ``credentials.served`` event records; ``None`` if it names no valid key."""
     fields = event.fields
     key = _key(fields)
@@ -306,7 +306,7 @@ def served_of(event: Event) -> Served | None:
     )
 
 
-def issued(stream: Iterable[Event], tally: Tally) -> Iterator[Session]:
+def issued(stream: Iterable[LoggedEvent], tally: Tally) -> Iterator[Session]:
     """Every session the ``role.refreshed`` events record, counting malformed ones."""
     for event in stream:
         if event.name == "role.refreshed":
@@ -318,7 +318,7 @@ def issued(stream: Iterable[Event], tally: Tally) -> Iterator[Session]:
 
 
 def for_keys(
-    stream: Iterable[Event], keys: Container[str], tally: Tally
+    stream: Iterable[LoggedEvent], keys: Container[str], tally: Tally
 ) -> Iterator[Session | Served]:
     """The sessions that issued, and the hand-outs that served, any of ``keys``."""
     for event in stream:

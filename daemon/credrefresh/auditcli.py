@@ -27,7 +27,7 @@ from typing import IO, Any, Final, TextIO
 
 from credrefresh.audit import (
     KEY_RE,
-    Event,
+    LoggedEvent,
     Served,
     Session,
     Tally,
@@ -319,7 +319,7 @@ def write_key(out: TextIO, issued: Sequence[Session], served: Sequence[Served]) 
 
 def gaps(
     args: argparse.Namespace,
-    stream: Iterable[Event],
+    stream: Iterable[LoggedEvent],
     window: Window,
     out: TextIO,
 ) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from credrefresh.audit import Event, parse_time, text_field
+from credrefresh.audit import LoggedEvent, parse_time, text_field
 
 __all__ = ["Gap", "GapTracker"]
 
@@ -81,7 +81,7 @@ class GapTracker:
         """The time of the latest event seen."""
         return self._last
 
-    def feed(self, event: Event) -> Gap | None:
+    def feed(self, event: LoggedEvent) -> Gap | None:
         """Take one event; return the gap it closes, if any."""
         if self._last is None or event.at > self._last:
             self._last = event.at
@@ -109,7 +109,7 @@ class GapTracker:
             state.expired_at = (parse_time(expiration) if expiration else None) or event.at
         return None
 
-    def _refreshed(self, profile: str, event: Event) -> Gap | None:
+    def _refreshed(self, profile: str, event: LoggedEvent) -> Gap | None:
         expiration = text_field(event.fields, "expiration")
         new_expiration = parse_time(expiration) if expiration else None
         if new_expiration is None:
