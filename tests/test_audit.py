@@ -74,6 +74,9 @@ def real_log(tmp_path_factory):
     env = clean_env(tmp)
     with ThreadedFakeSTS(Faults(latency=0, lifetime=LIFETIME)) as sts:
         config = write_config(tmp / "c.toml", creds, sts.url, PROFILES, refresh=FAST)
+        with config.open("a") as toml:  # a spoke signed with alpha's session: a role chain
+            toml.write(f'[[roles]]\nprofile = "delta"\nrole_arn = "{ARN.format("delta")}"\n')
+            toml.write('source_profile = "alpha"\n')
         once = run_cli(["once", "--config", str(config)], env)
         assert once.returncode == 0, once.stderr
         proc = Proc(["run", "--config", str(config)], env)
@@ -140,7 +143,7 @@ def expected_sessions(real_log, events=None):
             "profile": e["profile"],
             "role_arn": e["role_arn"],
             "session_name": e["session_name"],
-            "source": None,
+            "source": e.get("source"),
             "access_key_id": e["access_key_id"],
             "assumed_role_arn": e["assumed_role_arn"],
             "issued": e["timestamp"],
@@ -165,7 +168,7 @@ def test_sessions_json_lists_every_issued_session_in_order(real_log, capsys):
     assert sessions == expected_sessions(real_log)
     refreshed = real_log.named("role.refreshed")
     assert len(sessions) == len(refreshed) >= 3 + 6 + 1
-    assert {s["profile"] for s in sessions} == set(PROFILES)
+    assert {s["profile"] for s in sessions} == {*PROFILES, "delta"}
     assert len({s["access_key_id"] for s in sessions}) == len(sessions)
     assert f"{len(real_log.lines)} lines: {len(real_log.lines)} credrefresh events" in err
 
@@ -193,10 +196,21 @@ def test_sessions_table_shows_each_session(real_log, capsys):
             event["profile"],
             event["role_arn"],
             event["session_name"],
-            "-",
+            event.get("source", "-"),
             event["access_key_id"],
             event["expiration"],
         ]
+
+
+def test_chained_sessions_name_their_source(real_log, capsys):
+    """The spoke's sessions, signed with alpha's session, show alpha as their source."""
+    delta = real_log.named("role.refreshed", "delta")
+    assert delta
+    assert {e["source"] for e in delta} == {"alpha"}
+    _, out, _ = audit(capsys, "sessions", "--json", "--profile", "delta", real_log.path)
+    assert [s["source"] for s in json.loads(out)] == ["alpha"] * len(delta)
+    _, out, _ = audit(capsys, "sessions", "--profile", "delta", real_log.path)
+    assert [row.split()[4] for row in out.splitlines()[1:]] == ["alpha"] * len(delta)
 
 
 def test_sessions_profile_filter(real_log, capsys):
