@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Final
 
-from credrefresh import __version__
+from credrefresh import __version__, auditcli
 from credrefresh.config import Config, load_config
 from credrefresh.errors import AlreadyRunning, ConfigError, CredentialsFileError
 from credrefresh.logs import Output, scrub, stderr
@@ -86,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
         default=DEMO_LIFETIME,
         help="credential lifetime, seconds (%(default)s)",
     )
+    auditcli.add_parser(commands)
     return top
 
 
@@ -108,6 +109,8 @@ def duration(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``credrefresh`` console script."""
     args = parser().parse_args(argv)
+    if args.command == "audit":
+        return auditcli.run(args)
     err = stderr()  # a closed stderr drops the message, it never raises
     try:
         if args.command == "demo":
