@@ -237,8 +237,8 @@ async def test_reload_removing_a_profile_stops_serving_it(tmp_path):
 
 
 async def test_connections_over_the_limit_are_closed(tmp_path, monkeypatch):
-    """Past the connection cap a new connection is closed at once and the refusal logged."""
-    monkeypatch.setattr(serve_module, "MAX_CONNECTIONS", 2)
+    """Past the connection cap a new connection is closed at once."""
+    monkeypatch.setattr(serve_module, "LIMITS", replace(serve_module.LIMITS, max_connections=2))
     clock = JumpClock()
     config = serving(tmp_path, ["a"])
     sts = ScriptedSts(clock, lifetime=3600)
@@ -257,14 +257,36 @@ async def test_connections_over_the_limit_are_closed(tmp_path, monkeypatch):
                 assert (await stream.receive()).startswith(b"HTTP/1.1 200")
             held.append(stream)
         extra = await anyio.connect_tcp("127.0.0.1", endpoint.port)
-        with anyio.fail_after(5), pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+        with (
+            anyio.fail_after(5),
+            pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError)),
+        ):
             await extra.receive()
         for stream in (*held, extra):
             await stream.aclose()
         daemon.stop()
-    [refused] = log.named("credentials.refused")
-    assert refused["reason"] == "connection_limit"
-    assert refused["client"] == "127.0.0.1"
+    assert log.named("serve.listening")[0]["max_connections"] == 2
+
+
+async def test_idle_connections_are_closed(tmp_path, monkeypatch):
+    """A connection that sends no complete request head within the idle timeout is closed."""
+    quick = replace(serve_module.LIMITS, idle_timeout=0.2)
+    monkeypatch.setattr(serve_module, "LIMITS", quick)
+    clock = JumpClock()
+    config = serving(tmp_path, ["a"])
+    sts = ScriptedSts(clock, lifetime=3600)
+    daemon, endpoint, _log = build(config, sts, clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        stream = await anyio.connect_tcp("127.0.0.1", endpoint.port)
+        await stream.send(b"GET /v1/credentials/a HTTP/1.1\r\nHost: 127.0.0.1")  # and no more
+        with (
+            anyio.fail_after(5),
+            pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError, ConnectionError)),
+        ):
+            await stream.receive()
+        await stream.aclose()
+        daemon.stop()
 
 
 async def test_oversized_headers_are_refused(tmp_path):

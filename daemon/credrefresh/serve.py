@@ -4,13 +4,12 @@
 provider's JSON from the daemon's memory (``Daemon.credentials``), never from a new STS call.
 Loopback only, a bearer token compared in constant time, browsers (``Origin``), DNS rebinding
 (a ``Host`` that is not our literal) and proxies (``X-Forwarded-For``) refused, connections
-bounded in number, lifetime and size. Every answer is audited (``credentials.served``,
-``credentials.refused``); the secret and the token never are.
+bounded in number, idleness and size (``listener.Listener``). Every answer is audited
+(``credentials.served``, ``credentials.refused``); the secret and the token never are.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import os
@@ -27,6 +26,7 @@ from anyio.abc import TaskStatus
 
 from credrefresh.errors import ConfigError
 from credrefresh.events import emit, event
+from credrefresh.listener import Limits, Listener, hostport
 from credrefresh.model import RoleState, format_time
 from credrefresh.seams import Clock
 from credrefresh.serveconfig import ServeConfig
@@ -35,11 +35,9 @@ from credrefresh.served import Entry, Served
 __all__ = ["PREFIX", "Endpoint", "Refusal", "check_request", "ensure_token"]
 
 PREFIX: Final = "/v1/credentials/"
-MAX_CONNECTIONS: Final = 256  # far below the default 1024 file descriptors of a unit
-CONNECTION_LIFETIME: Final = 30.0  # seconds; a slow or idle client is cut off after this
-KEEPALIVE: Final = 10.0  # seconds of idleness between requests on one connection
-MAX_LINE: Final = 2048  # request line and each header line, bytes
-MAX_HEADERS: Final = 32
+# Connections at once (fewer if the open-files limit is low), 5 s without a complete request head
+# (idle, kept alive or trickling: slowloris), request line and header fields 2 KiB, body 1 KiB.
+LIMITS: Final = Limits(max_connections=256, backlog=64)
 TOKEN_BYTES: Final = 32  # secrets.token_urlsafe(32): 256 bits, 43 characters
 MIN_TOKEN: Final = 32  # characters a token read from an existing file must have
 
@@ -215,72 +213,29 @@ class Endpoint:
         """Serve until cancelled; ``task_status.started()`` once listening."""
         self.log = log
         self.token = await anyio.to_thread.run_sync(ensure_token, self.settings, self.config_path)
-        app = web.Application(client_max_size=1024)
+        app = web.Application(client_max_size=LIMITS.client_max_size)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(
-            app,
-            access_log=None,
-            keepalive_timeout=KEEPALIVE,
-            max_line_size=MAX_LINE,
-            max_field_size=MAX_LINE,
-            max_headers=MAX_HEADERS,
-        )
-        await runner.setup()
-        server: asyncio.Server | None = None
+        listener = Listener(app, self.settings.host, self.settings.port, log, LIMITS)
         try:
-            server = await self._listen(runner)
-            self.port = int(server.sockets[0].getsockname()[1])
-            self.netloc = ServeConfig(self.settings.host, self.port, "").netloc
-            emit(log, event("serve.listening", address=self.netloc, path=PREFIX))
-            task_status.started()
-            await anyio.sleep_forever()
-        finally:
-            with anyio.CancelScope(shield=True):
-                if server is not None:
-                    server.close()
-                await runner.cleanup()
-
-    async def _listen(self, runner: web.AppRunner) -> asyncio.Server:
-        """Listen with a cap on open connections (over it, a connection is closed at once)."""
-        http = runner.server
-        assert http is not None  # noqa: S101 - set by runner.setup()
-        loop = asyncio.get_running_loop()
-
-        def factory() -> asyncio.BaseProtocol:
-            if len(http.connections) >= MAX_CONNECTIONS:
-                return _Closer(self.log)
-            protocol = http()
-            loop.call_later(CONNECTION_LIFETIME, protocol.force_close)
-            return protocol
-
-        try:
-            return await loop.create_server(
-                factory, self.settings.host, self.settings.port, reuse_address=True
-            )
+            await listener.start()
         except OSError as exc:
             problem = (
                 f"{self.config_path}: serve.address: cannot listen on {self.settings.netloc}: "
                 f"{exc.strerror or exc}"
             )
             raise ConfigError(self.config_path, [problem]) from None
-
-
-class _Closer(asyncio.Protocol):
-    """Accepts a connection over the limit only to log and close it."""
-
-    def __init__(self, log: Any) -> None:  # noqa: ANN401 - structlog's bound logger
-        self.log = log
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        info = transport.get_extra_info("peername") or (None, None)
-        transport.close()
-        refusal = event(
-            "credentials.refused",
-            reason="connection_limit",
-            status=None,
-            profile=None,
-            path=None,
-            client=info[0],
-            port=info[1],
-        )
-        emit(self.log, refusal)
+        try:
+            self.port = listener.port
+            self.netloc = hostport(self.settings.host, self.port)
+            listening = event(
+                "serve.listening",
+                address=self.netloc,
+                path=PREFIX,
+                max_connections=listener.cap,
+            )
+            emit(log, listening)
+            task_status.started()
+            await anyio.sleep_forever()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await listener.stop()
