@@ -236,7 +236,7 @@ def test_credential_process_refuses_missing_foreign_or_expired(
 
 
 def test_credential_process_imports_no_aws_sdk_nor_aiohttp(tmp_path):
-    """credential-process starts light: neither botocore, aioboto3 nor aiohttp is imported."""
+    """credential-process starts light: no AWS SDK, aiohttp nor anyio is imported."""
     write_credentials(tmp_path, datetime.now(UTC) + timedelta(hours=1))
     config = no_serve_config(tmp_path)
     code = (

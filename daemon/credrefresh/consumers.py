@@ -12,7 +12,6 @@ import json
 import os
 import sys
 import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final
@@ -156,6 +155,8 @@ def from_endpoint(config: Config, profile: str) -> Credentials:
         OSError: nothing answered (no daemon running), or the token file cannot be read.
         ValueError: the answer is not what the endpoint sends.
     """
+    import urllib.request  # noqa: PLC0415 - it imports ssl: only when the endpoint is asked
+
     assert config.serve is not None  # noqa: S101 - checked by the caller
     with open(config.serve.token_file, encoding="ascii") as handle:
         token = handle.read()
