@@ -3,6 +3,9 @@
     .venv/bin/python tests/perf/serve.py            # both phases (about 2 minutes)
     .venv/bin/python tests/perf/serve.py --quick    # smaller numbers, to smoke-test the harness
 
+Phase ``startup``: wall time of ``credrefresh credential-process`` reading the file, beside
+``python -c pass`` and ``python -c "import botocore.session"``.
+
 Phase ``cost``: ``credrefresh run`` with 10 one-hour roles (nothing refreshes), one keep-alive
 client asks for credentials ``--requests`` times in a row; the daemon's CPU (utime + stime from
 ``/proc/<pid>/stat``) over those requests, divided by their number, is the CPU per answer.
@@ -267,6 +270,32 @@ def window(workdir: Path, clients: int, options: argparse.Namespace) -> dict[str
     }
 
 
+def phase_startup(workdir: Path, runs: int) -> dict[str, float]:
+    """Wall time of ``credential-process`` (from the file), against Python and botocore alone."""
+    expires = datetime.fromtimestamp(time.time() + 3600, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    (workdir / "credentials").write_text(
+        "[a]\ncredrefresh_managed = true\naws_access_key_id = ASIAEXAMPLE\n"
+        f"aws_secret_access_key = s\naws_session_token = t\nx_security_token_expires = {expires}\n"
+    )
+    config = workdir / "c.toml"
+    config.write_text(
+        f'credentials_file = "{workdir / "credentials"}"\nstate_file = "{workdir / "s.json"}"\n'
+        '[[roles]]\nprofile = "a"\nrole_arn = "arn:aws:iam::123456789012:role/a"\n'
+    )
+    commands = {
+        "python_pass_ms": [sys.executable, "-c", "pass"],
+        "credential_process_ms": [CREDRREFRESH, "credential-process", "-c", str(config), "-p", "a"],
+        "import_botocore_ms": [sys.executable, "-c", "import botocore.session"],
+    }
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):  # interleaved, so a burst of other work hits all three alike
+        for name, argv in commands.items():
+            start = time.perf_counter()
+            subprocess.run(argv, capture_output=True, check=True)
+            times[name].append(1000 * (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def phase_load(workdir: Path, options: argparse.Namespace) -> dict[str, Any]:
     """The same window twice: the refresher alone, then with the clients."""
     alone, loaded = workdir / "alone", workdir / "loaded"
@@ -295,12 +324,14 @@ def main() -> int:
         args.requests, args.roles, args.clients, args.seconds, args.baseline = 300, 50, 20, 3, 2
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="credrefresh-serve-") as tmp:
-        cost_dir, load_dir = Path(tmp, "cost"), Path(tmp, "load")
+        cost_dir, load_dir, start_dir = Path(tmp, "cost"), Path(tmp, "load"), Path(tmp, "start")
         cost_dir.mkdir()
         load_dir.mkdir()
+        start_dir.mkdir()
+        startup = phase_startup(start_dir, 5 if args.quick else 20)
         cost = phase_cost(cost_dir, args.requests)
         loaded = phase_load(load_dir, args)
-    result = {"args": vars(args), "cost": cost, "load": loaded}
+    result = {"args": vars(args), "startup": startup, "cost": cost, "load": loaded}
     print(json.dumps(result, indent=2))
     if not args.quick:
         write_markdown(result)
@@ -325,6 +356,12 @@ def write_markdown(result: dict[str, Any]) -> None:
             f"{platform.python_version()}, {datetime.now(UTC):%Y-%m-%d}, load average "
             f"{os.getloadavg()[0]:.2f} at the end (the machine is shared: other work competes)."
         ),
+        "",
+        "## credential-process start-up (median wall time of 20 runs, interleaved)",
+        "",
+        row("`python -c pass`", "`credrefresh credential-process`", "`import botocore.session`"),
+        row(*["---"] * 3),
+        row(*(f"{result['startup'][k]:.0f} ms" for k in result["startup"])),
         "",
         "## CPU per answer (10 roles, nothing refreshing, one keep-alive client)",
         "",
