@@ -7,6 +7,7 @@ from pathlib import Path
 
 from credrefresh.config import REFRESH_KEYS, ROLE_KEYS, SOURCE_KEYS, TOP_KEYS, load_config
 from credrefresh.events import CATALOGUE
+from credrefresh.serveconfig import SERVE_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -14,7 +15,8 @@ EXAMPLE = (ROOT / "config.example.toml").read_text()
 
 
 def documented_keys() -> set[str]:
-    keys = {k for k in TOP_KEYS if k not in {"source", "refresh", "roles"}}
+    keys = {k for k in TOP_KEYS if k not in {"source", "refresh", "roles", "serve"}}
+    keys |= {f"serve.{k}" for k in SERVE_KEYS}
     keys |= {f"source.{k}" for k in SOURCE_KEYS}
     keys |= {f"refresh.{k}" for k in REFRESH_KEYS}
     keys |= {f"roles[].{k}" for k in ROLE_KEYS}

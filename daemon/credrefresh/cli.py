@@ -87,7 +87,19 @@ def parser() -> argparse.ArgumentParser:
         help="credential lifetime, seconds (%(default)s)",
     )
     auditcli.add_parser(commands)
+    for name, text in CONSUMERS.items():
+        consumer = commands.add_parser(name, parents=[common], help=text)
+        consumer.add_argument("--profile", "-p", required=True, help="a managed profile")
+        if name == "exec":
+            consumer.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND ...")
     return top
+
+
+CONSUMERS: Final = {
+    "env": "print the variables that point an SDK at a profile's endpoint URL",
+    "exec": "run a command with those variables (exit status passed through)",
+    "credential-process": "print a profile's credentials for credential_process",
+}
 
 
 def duration(text: str) -> float:
@@ -144,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def dispatch(args: argparse.Namespace, config: Config) -> int:
     """Run the command for a valid ``config``."""
+    if args.command in CONSUMERS:
+        return local(args.command, config, args)
     # check and status print for a person or a pipe; a reader gone early (| head) is fine.
     out = Output(sys.stdout, "stdout")
     if args.command == "status":
@@ -174,6 +188,17 @@ def source_warnings(config: Config) -> tuple[str, ...]:
     if findings.problems:
         raise ConfigError(config.path, findings.problems)
     return findings.warnings
+
+
+def local(command: str, config: Config, args: argparse.Namespace) -> int:
+    """``env``, ``exec`` or ``credential-process`` (no logging, no STS)."""
+    from credrefresh.consumers import consume  # noqa: PLC0415 - keeps check and run lean
+
+    argv = list(getattr(args, "argv", []))
+    argv = argv[1:] if argv[:1] == ["--"] else argv
+    if command == "exec" and not argv:
+        parser().error("exec: give the command after --")
+    return consume(command, config, args.profile, argv)
 
 
 def refresh(command: str, config: Config, args: argparse.Namespace) -> int:
@@ -210,4 +235,8 @@ def summary(config: Config) -> str:
     lines += [f"  - {role.profile}: {role.role_arn}" for role in config.roles[:20]]
     if len(config.roles) > 20:  # noqa: PLR2004
         lines.append(f"  ... and {len(config.roles) - 20} more")
+    if config.serve is not None:
+        from credrefresh.consumers import serve_summary  # noqa: PLC0415
+
+        lines += serve_summary(config)
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from credrefresh.errors import ConfigError
+from credrefresh.serveconfig import ServeConfig, parse_serve
 
 __all__ = ["Config", "RefreshPolicy", "ReloadPlan", "Role", "load_config", "plan_reload"]
 
@@ -116,6 +117,7 @@ class Config:
         refresh: Scheduling policy.
         state_file: Where ``run`` records what ``status`` reports.
         metrics_address: ``(host, port)`` to serve Prometheus metrics on, or ``None``.
+        serve: The credentials endpoint (``[serve]``), or ``None``.
     """
 
     path: str
@@ -131,6 +133,7 @@ class Config:
     source_profile: str | None = None
     refresh: RefreshPolicy = RefreshPolicy()
     metrics_address: tuple[str, int] | None = None
+    serve: ServeConfig | None = None
 
     by_profile: Mapping[str, Role] = field(init=False, repr=False, compare=False)
 
@@ -160,8 +163,8 @@ class ReloadPlan:
     sts_changed: bool
 
 
-# Settings a running daemon cannot adopt: the file it locks and the socket it serves.
-FIXED_ON_RELOAD: Final = ("credentials_file", "metrics_address")
+# Settings a running daemon cannot adopt: the file it locks and the sockets it serves.
+FIXED_ON_RELOAD: Final = ("credentials_file", "metrics_address", "serve")
 
 
 def plan_reload(old: Config, new: Config) -> ReloadPlan:
@@ -205,6 +208,7 @@ TOP_KEYS: Final = (
     "source",
     "refresh",
     "roles",
+    "serve",
 )
 SOURCE_KEYS: Final = ("profile",)
 REFRESH_KEYS: Final = tuple(RefreshPolicy.__dataclass_fields__)
@@ -305,6 +309,14 @@ class _Validator:
         refresh = self.refresh(self.table(data, "refresh"))
         roles = self.roles(raw_roles)
         self.problems.extend(chain_problems(self.path, roles))
+        serve, problems = parse_serve(
+            data.get("serve"),
+            path=self.path,
+            state_dir=os.path.dirname(state_file),
+            managed=managed,
+            expand=lambda value: expand(value, self.env),
+        )
+        self.problems += problems
         if self.problems:
             raise ConfigError(self.path, self.problems)
         return Config(
@@ -321,6 +333,7 @@ class _Validator:
             roles=roles,
             state_file=state_file,
             metrics_address=metrics,
+            serve=serve,
         )
 
     # -- generic checks -------------------------------------------------------------------

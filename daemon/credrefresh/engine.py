@@ -30,6 +30,7 @@ from credrefresh.model import Credentials, ErrorInfo, Issued, RoleState, session
 from credrefresh.roles import Transition
 from credrefresh.schedule import WRITE_ERROR, newly_expired, next_wait, status_line
 from credrefresh.seams import Clock, Observer, Service, SystemClock
+from credrefresh.served import Served
 from credrefresh.state import record
 from credrefresh.sts import StsClient
 from credrefresh.systemd import Notifier
@@ -85,6 +86,7 @@ class Daemon:
         self.generations = itertools.count()
         now = self.clock.now()
         self.states: dict[str, RoleState] = roles.initial(config, now, self.generations)
+        self.served = Served()  # what the credentials endpoint hands out (memory, never STS)
         self.writer = Writer(
             config.credentials_file, config.refresh.write_delay, stuck_after=write_stuck_after
         )
@@ -224,6 +226,9 @@ class Daemon:
             )
             if warm:
                 self.unattempted.discard(name)
+        if self.config.serve is not None:  # the endpoint hands out warm profiles at once
+            known = self.served.warm(self.states, self.unattempted)
+            await anyio.to_thread.run_sync(self.served.load, self.config.credentials_file, known)
         if not self.unattempted:
             self.first_round.set()
 
@@ -390,6 +395,7 @@ class Daemon:
             if state is None:
                 continue
             result = updates[name]
+            self.served.keep(name, result.credentials, result.role_arn)
             self._apply(name, roles.written(state, result, now))
             if self.observer is not None:
                 self.observer.refreshed(result)
@@ -464,6 +470,7 @@ class Daemon:
             problem = f"{old.path}: unexpected error: {type(exc).__name__}: {exc}"
             self._emit(event("config.rejected", path=old.path, errors=[problem]))
             return False
+        self.served.drop(plan.removed)
         for name in plan.removed:
             self.writer.remove(name)
             self.live.pop(name, None)

@@ -48,6 +48,9 @@ CATALOGUE: Final[Mapping[str, str]] = {
     "listener.accept_error": "error",
     "library.log": "warning",
     "output.dropped": "error",
+    "serve.listening": "info",
+    "credentials.served": "info",
+    "credentials.refused": "warning",
 }
 
 

@@ -52,8 +52,14 @@ async def build_daemon(
 
         metrics = Metrics(*config.metrics_address, config_path=config.path)
         services.append(partial(metrics.serve, logger))
+    endpoint = None
+    if config.serve is not None:
+        from credrefresh.serve import Endpoint  # noqa: PLC0415 - only when serving
+
+        endpoint = Endpoint(config.serve, config.path)
+        services.append(partial(endpoint.serve, logger))
     async with AioStsClient(config) as sts:
-        yield Daemon(
+        daemon = Daemon(
             config,
             sts,
             log=logger,
@@ -62,6 +68,9 @@ async def build_daemon(
             services=services,
             **options,
         )
+        if endpoint is not None:
+            endpoint.attach(daemon)
+        yield daemon
 
 
 def run_daemon(config: Config) -> None:
