@@ -10,7 +10,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Final
 
-__all__ = ["printable", "shown", "unsafe"]
+__all__ = ["printable", "shown", "type_name", "unsafe"]
 
 # Categories Zl and Zp (U+2028, U+2029) break lines in some readers; every C* category
 # (controls, format characters such as the bidi overrides U+202A-202E and U+2066-2069,
@@ -49,3 +49,16 @@ def shown(value: object, limit: int = SHOWN_MAX) -> str:
     if isinstance(value, str):
         return f"'{printable(value, limit)}'"
     return printable(repr(value), limit)
+
+
+def type_name(value: object) -> str:
+    """How a TOML value's type reads in an error message."""
+    names: dict[type, str] = {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+    }
+    return names.get(type(value), type(value).__name__)
