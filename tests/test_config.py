@@ -1022,7 +1022,7 @@ def test_profile_of_the_wrong_type_with_a_source_profile_is_reported(tmp_path):
     ],
 )
 def test_plain_http_endpoint_off_loopback_is_refused(tmp_path, endpoint):
-    """Plain http is refused unless it goes to a loopback literal (localhost included)."""
+    """Plain http is refused unless it goes to a loopback literal; localhost is refused too."""
     path = write(tmp_path, f'sts_endpoint_url = "{endpoint}"\n' + ROLE)
     problem = one_problem_for(refused(path), path, "sts_endpoint_url")
     assert "plain http" in problem
