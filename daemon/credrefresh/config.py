@@ -17,7 +17,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from credrefresh.errors import ConfigError
 from credrefresh.settings import (
@@ -128,15 +128,16 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     return validate(name, env, data)
 
 
-def nesting(value: object) -> int:
-    """How deep ``value`` nests tables and arrays (pure; iterative, so any depth is safe)."""
+def nesting(document: dict[str, Any]) -> int:
+    """How deep ``document`` nests tables and arrays, itself included (pure).
+
+    Iterative, so any depth is safe to measure.
+    """
     deepest = 0
-    stack: list[tuple[object, int]] = [(value, 0)]
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(document, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, dict):
-            item = list(item.values())
-        if isinstance(item, list):
-            deepest = max(deepest, depth + 1)
-            stack.extend((child, depth + 1) for child in item)
+        deepest = max(deepest, depth)
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
     return deepest
