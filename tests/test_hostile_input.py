@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from credrefresh.credfile import parse_time
+from credrefresh.model import parse_time
 from process_support import Proc, clean_env, run_cli, write_config
 from support.fakests import Faults
 
