@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import pwd
+import unicodedata
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from credrefresh.config import Config, RefreshPolicy, Role, load_config, plan_reload
+from credrefresh.config import (
+    MAX_FILE_SIZE,
+    MAX_ROLES,
+    Config,
+    RefreshPolicy,
+    Role,
+    load_config,
+    plan_reload,
+)
 from credrefresh.errors import ConfigError
 
 HOME = "/home/tester"
@@ -37,6 +46,9 @@ H_STATE = state_name("/h/.aws/credentials")
 # universal-newline text stream and configupdater through StringIO; neither splits on \x0b,
 # \x85 or \u2028, so those inside a section name are harmless.
 LINE_BREAKS = "\r\n"
+# Unicode categories a profile name may not hold: controls, format characters (bidi overrides),
+# surrogates, private use, unassigned, and the line and paragraph separators.
+NOT_PRINTED = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 def write(directory: Path, content: str | bytes, name: str = "config.toml") -> str:
@@ -899,8 +911,14 @@ def toml_string(text: str) -> str:
 
 
 def valid_profile_name(name: str) -> bool:
-    """What the contract allows: stripped, non-empty, no brackets, no line break."""
-    return bool(name) and name == name.strip() and not any(c in name for c in "[]" + LINE_BREAKS)
+    """What the contract allows: stripped, short, no brackets, line breaks or unprintables."""
+    return (
+        bool(name)
+        and name == name.strip()
+        and not any(c in name for c in "[]" + LINE_BREAKS)
+        and not any(unicodedata.category(c) in NOT_PRINTED for c in name)
+        and len(name) <= 256
+    )
 
 
 @pytest.fixture(scope="module")
@@ -987,3 +1005,130 @@ def test_profile_of_the_wrong_type_with_a_source_profile_is_reported(tmp_path):
     path = write(tmp_path, '[source]\nprofile = "src"\n' + ROLE.replace('"dev"', '["dev"]'))
     problems = refused(path)
     assert [key_of(path, p) for p in problems] == ["roles[0].profile"]
+
+
+# -- hostile input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://sts.example.com",
+        "http://localhost:5000",
+        "http://10.0.0.1:8080/",
+        "http://[fe80::1]:80",
+        "http://127.0.0.1.nip.io",
+        "http://0x7f.0.0.1",
+    ],
+)
+def test_plain_http_endpoint_off_loopback_is_refused(tmp_path, endpoint):
+    """Plain http is refused unless it goes to a loopback literal; localhost is refused too."""
+    path = write(tmp_path, f'sts_endpoint_url = "{endpoint}"\n' + ROLE)
+    problem = one_problem_for(refused(path), path, "sts_endpoint_url")
+    assert "plain http" in problem
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://sts.us-east-1.amazonaws.com",
+        "https://sts.example.com:8443/path",
+        "http://127.0.0.1:5000",
+        "http://127.9.9.9",
+        "http://[::1]:5000/",
+    ],
+)
+def test_https_or_loopback_http_endpoint_is_accepted(tmp_path, endpoint):
+    """https anywhere, and http to 127.0.0.0/8 or [::1], are accepted as written."""
+    path = write(tmp_path, f'sts_endpoint_url = "{endpoint}"\n' + ROLE)
+    assert load_config(path, environ=ENV).sts_endpoint_url == endpoint
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("a\x00b", "a\\x00b"),
+        ("bell\x07", "bell\\x07"),
+        ("evil\u202eexe.txt", "evil\\u202eexe.txt"),
+        ("line\u2028sep", "line\\u2028sep"),
+        ("\x1b[31mred", "\\x1b[31mred"),
+        ("x" * 257, "x" * 80 + "... (177 more characters)"),
+    ],
+)
+def test_profile_name_with_control_characters_is_refused_and_shown_escaped(tmp_path, name, shown):
+    """Control, format and separator characters, or more than 256 characters, are refused."""
+    path = write(tmp_path, role(profile=toml_string(name)))
+    problem = one_problem_for(refused(path), path, "roles[0].profile")
+    assert f"'{shown}'" in problem
+    assert name not in problem
+
+
+def test_a_huge_profile_name_is_not_echoed_whole(tmp_path):
+    """A one-megabyte profile name is named in a message of bounded length."""
+    path = write(tmp_path, role(profile=f'"{"n" * 1_000_000}"'))
+    (problem,) = refused(path)
+    assert len(problem) < len(path) + 400
+    assert "999920 more characters" in problem
+
+
+def test_a_hostile_unknown_key_is_escaped_and_bounded(tmp_path):
+    """An unknown key is echoed escaped and cut short: it cannot repaint a terminal."""
+    key = "\x1b]0;owned\x07" + "k" * 10_000
+    path = write(tmp_path, f"{toml_string(key)} = 1\n" + ROLE)
+    (problem,) = refused(path)
+    assert "\x1b" not in problem
+    assert "\\x1b]0;owned\\x07" in problem
+    assert len(problem) < len(path) + 600
+
+
+@pytest.mark.parametrize("depth", [15, 1000, 100_000])
+def test_deeply_nested_toml_is_refused_without_recursion_error(tmp_path, depth):
+    """Nesting past 16 levels (and far past Python's recursion limit) is a ConfigError."""
+    path = write(tmp_path, ROLE + "[refresh]\nx = " + "[" * depth + "]" * depth + "\n")
+    (problem,) = refused(path)
+    assert problem.startswith(f"{path}: nested ")
+
+
+def test_sixteen_levels_of_nesting_are_allowed_through_to_validation(tmp_path):
+    """16 levels (the document, [refresh] and 14 arrays) pass the depth bound."""
+    path = write(tmp_path, ROLE + "[refresh]\nx = " + "[" * 14 + "]" * 14 + "\n")
+    (problem,) = refused(path)
+    assert problem.startswith(f"{path}: refresh.x: unknown key")
+
+
+def test_a_file_over_the_size_bound_is_not_parsed(tmp_path):
+    """A 20 MB file is refused by its size, naming the bound."""
+    path = write(tmp_path, ROLE + "# " + "x" * 20_000_000 + "\n")
+    (problem,) = refused(path)
+    assert problem == f"{path}: larger than {MAX_FILE_SIZE} bytes; not read"
+
+
+def test_more_roles_than_the_bound_are_refused(tmp_path):
+    """More than MAX_ROLES role tables is one problem, not a walk through all of them."""
+    path = write(tmp_path, "roles = [" + "{}," * (MAX_ROLES + 1) + "]\n")
+    (problem,) = refused(path)
+    assert problem == f"{path}: roles: expected at most {MAX_ROLES} roles, got {MAX_ROLES + 1}"
+
+
+def test_a_path_over_path_max_is_refused(tmp_path):
+    """A credentials_file longer than PATH_MAX, or holding a control character, is refused."""
+    for value in ["/" + "d" * 5000, "/srv/creds\x07"]:
+        path = write(tmp_path, f"credentials_file = {toml_string(value)}\n" + ROLE)
+        problem = one_problem_for(refused(path), path, "credentials_file")
+        assert "without control characters" in problem
+
+
+@pytest.mark.parametrize("external_id", ["has space", "quote'd", "caf\u00e9", "new\nline"])
+def test_external_id_outside_sts_pattern_is_refused_and_not_echoed(tmp_path, external_id):
+    """An external_id STS would reject is refused here, without echoing it."""
+    path = write(tmp_path, role(external_id=toml_string(external_id)))
+    problem = one_problem_for(refused(path), path, "roles[0].external_id")
+    assert "STS's pattern" in problem
+    assert external_id not in problem
+
+
+def test_external_id_with_every_allowed_character_is_accepted(tmp_path):
+    """STS's pattern: letters, digits, underscore and +=,.@:/-."""
+    value = "Ab_9+=,.@:/-"
+    path = write(tmp_path, role(external_id=f'"{value}"'))
+    assert load_config(path, environ=ENV).roles[0].external_id == value

@@ -145,9 +145,14 @@ def format_time(moment: datetime) -> str:
 
 
 def parse_time(value: str) -> datetime | None:
-    """The inverse of ``format_time``, tolerant of offsets; ``None`` when unparseable."""
+    """The inverse of ``format_time``, tolerant of offsets; aware UTC, or ``None``.
+
+    ``None`` also for a time that has no UTC equivalent a ``datetime`` can hold
+    (``9999-12-31T23:59:59-14:00``): the file is anyone's to edit, and such a value must read
+    as "no usable expiry", never end a run or a ``status`` with an ``OverflowError``.
+    """
     try:
         moment = datetime.fromisoformat(value.strip())
-    except ValueError:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -43,6 +43,7 @@ from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from credrefresh import __version__, children
+from credrefresh.answer import clean_failure, validate_answer
 from credrefresh.config import Config, Role
 from credrefresh.errors import RefreshFailed
 from credrefresh.model import Credentials, Issued
@@ -377,26 +378,17 @@ class AioStsClient:
                 transient=True,
             )
         except Exception as exc:  # noqa: BLE001 - one role's failure must never end the run
-            failure = classify(exc, generation.config.source_profile)
+            failure = clean_failure(classify(exc, generation.config.source_profile), role)
         else:
-            creds = response["Credentials"]
-            expiration = creds["Expiration"]
-            if expiration.tzinfo is None:
-                expiration = expiration.replace(tzinfo=UTC)
-            return Issued(
-                profile=role.profile,
-                role_arn=role.role_arn,
-                session_name=role.session_name,
-                assumed_role_arn=response["AssumedRoleUser"]["Arn"],
-                credentials=Credentials(
-                    access_key_id=creds["AccessKeyId"],
-                    secret_access_key=creds["SecretAccessKey"],
-                    session_token=creds["SessionToken"],
-                    expiration=expiration.astimezone(UTC),
-                ),
-                issued_at=started,
-                duration_ms=round((time.perf_counter() - clock) * 1000, 1),
-            )
+            try:
+                return validate_answer(
+                    role,
+                    response,
+                    started=started,
+                    duration_ms=round((time.perf_counter() - clock) * 1000, 1),
+                )
+            except RefreshFailed as exc:
+                failure = exc
         finally:
             generation.users -= 1
             if keyed is not None:
