@@ -12,8 +12,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Final
 
-from credrefresh.config import Role
 from credrefresh.model import Credentials, Issued, RoleState
+from credrefresh.settings import Role
 
 __all__ = [
     "CHAINED_MAX_DURATION",

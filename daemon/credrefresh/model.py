@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from credrefresh.config import Role
+from credrefresh.settings import Role
 
 __all__ = [
     "Credentials",

@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final, TypeVar
 
+from credrefresh.chains import problems as chain_problems
 from credrefresh.errors import ConfigError
 from credrefresh.serveconfig import parse_serve
 from credrefresh.settings import (
@@ -66,13 +67,6 @@ KEY_SHOWN_MAX: Final = 120
 
 
 REGION_RE: Final = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}", re.ASCII)
-
-
-def chain_problems(path: str, roles: tuple[Role, ...]) -> list[str]:
-    """The role-chain problems (``credrefresh.chains``, which imports ``Role`` from config)."""
-    from credrefresh.chains import problems  # noqa: PLC0415 - a cycle of imports otherwise
-
-    return problems(path, roles)
 
 
 def validate(path: str, env: Mapping[str, str], data: dict[str, Any]) -> Config:
