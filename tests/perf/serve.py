@@ -254,7 +254,6 @@ def window(workdir: Path, clients: int, options: argparse.Namespace) -> dict[str
                 latencies, errors = [], 0
                 time.sleep(options.seconds)
             end, cpu1 = time.time(), daemon.cpu()
-            time.sleep(2)  # let the last refreshes of the window reach the log
         finally:
             daemon.stop()
     return {
