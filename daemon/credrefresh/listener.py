@@ -22,11 +22,14 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
+import anyio
 from aiohttp import web
+
+from credrefresh.errors import ConfigError
 
 __all__ = [
     "AcceptErrors",
@@ -34,6 +37,7 @@ __all__ = [
     "Listener",
     "connection_cap",
     "hostport",
+    "listening",
     "raise_nofile",
     "url_of",
 ]
@@ -301,3 +305,34 @@ class Listener:
                 connections=len(self.live),
                 suppressed=suppressed,
             )
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    app: web.Application,
+    host: str,
+    port: int,
+    log: Any,  # noqa: ANN401 - structlog's bound logger
+    limits: Limits,
+    *,
+    config_path: str,
+    key: str,
+) -> AsyncIterator[Listener]:
+    """A started ``Listener`` for the ``async with`` body, stopped (shielded) after it.
+
+    Raises:
+        ConfigError: the address cannot be bound; the message names ``key``.
+    """
+    listener = Listener(app, host, port, log, limits)
+    try:
+        await listener.start()
+    except OSError as exc:
+        problem = (
+            f"{config_path}: {key}: cannot listen on {hostport(host, port)}: {exc.strerror or exc}"
+        )
+        raise ConfigError(config_path, [problem]) from None
+    try:
+        yield listener
+    finally:
+        with anyio.CancelScope(shield=True):
+            await listener.stop()

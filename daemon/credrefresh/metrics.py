@@ -18,8 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from credrefresh.errors import ConfigError
-from credrefresh.listener import Limits, Listener, hostport, url_of
+from credrefresh.listener import Limits, hostport, listening, url_of
 from credrefresh.logs import dropped_lines
 from credrefresh.model import Issued, RoleState
 
@@ -142,16 +141,15 @@ class Metrics:
         limits = Limits()
         app = web.Application(client_max_size=limits.client_max_size)
         app.router.add_get("/metrics", self._metrics)
-        listener = Listener(app, self.host, self.port, log, limits)
-        try:
-            await listener.start()
-        except OSError as exc:
-            problem = (
-                f"{self.config_path}: metrics_address: cannot listen on "
-                f"{hostport(self.host, self.port)}: {exc.strerror or exc}"
-            )
-            raise ConfigError(self.config_path, [problem]) from None
-        try:
+        async with listening(
+            app,
+            self.host,
+            self.port,
+            log,
+            limits,
+            config_path=self.config_path,
+            key="metrics_address",
+        ) as listener:
             self.port = listener.port
             log.info(
                 "metrics.listening",
@@ -162,6 +160,3 @@ class Metrics:
             )
             task_status.started()
             await anyio.sleep_forever()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await listener.stop()

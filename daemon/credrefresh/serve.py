@@ -26,7 +26,7 @@ from anyio.abc import TaskStatus
 
 from credrefresh.errors import ConfigError
 from credrefresh.events import emit, event
-from credrefresh.listener import Limits, Listener, hostport
+from credrefresh.listener import Limits, hostport, listening
 from credrefresh.model import RoleState, format_time
 from credrefresh.seams import Clock
 from credrefresh.serveconfig import ServeConfig
@@ -215,27 +215,23 @@ class Endpoint:
         self.token = await anyio.to_thread.run_sync(ensure_token, self.settings, self.config_path)
         app = web.Application(client_max_size=LIMITS.client_max_size)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        listener = Listener(app, self.settings.host, self.settings.port, log, LIMITS)
-        try:
-            await listener.start()
-        except OSError as exc:
-            problem = (
-                f"{self.config_path}: serve.address: cannot listen on {self.settings.netloc}: "
-                f"{exc.strerror or exc}"
-            )
-            raise ConfigError(self.config_path, [problem]) from None
-        try:
+        async with listening(
+            app,
+            self.settings.host,
+            self.settings.port,
+            log,
+            LIMITS,
+            config_path=self.config_path,
+            key="serve.address",
+        ) as listener:
             self.port = listener.port
             self.netloc = hostport(self.settings.host, self.port)
-            listening = event(
+            listening_event = event(
                 "serve.listening",
                 address=self.netloc,
                 path=PREFIX,
                 max_connections=listener.cap,
             )
-            emit(log, listening)
+            emit(log, listening_event)
             task_status.started()
             await anyio.sleep_forever()
-        finally:
-            with anyio.CancelScope(shield=True):
-                await listener.stop()
