@@ -23,7 +23,7 @@ from credrefresh.errors import RefreshFailed
 from credrefresh.model import Credentials, Issued
 from credrefresh.text import printable
 
-__all__ = ["REDACTED", "clean_failure", "validate_answer"]
+__all__ = ["REDACTED", "clean_failure", "session_answer", "validate_answer"]
 
 # STS documents AccessKeyId as 16 to 128 word characters; real ones are upper-case base32.
 ACCESS_KEY_ID_RE: Final = re.compile(r"[A-Z0-9]{16,128}", re.ASCII)
@@ -65,14 +65,19 @@ def text_field(
     return value
 
 
-def expiration_field(role: Role, value: object, started: datetime) -> datetime:
-    """The Expiration as an aware UTC datetime within sane bounds of ``started``."""
+def expiration_field(
+    role: Role, value: object, started: datetime, longest: int = DURATION_MAX
+) -> datetime:
+    """The Expiration as an aware UTC datetime within sane bounds of ``started``.
+
+    ``longest`` is the longest lifetime the call can grant (GetSessionToken's is 36 hours).
+    """
     if not isinstance(value, datetime):
         raise invalid(role, "Expiration is missing or not a timestamp")
     try:
         moment = (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
         earliest = started - CLOCK_SKEW
-        latest = started + timedelta(seconds=DURATION_MAX) + CLOCK_SKEW
+        latest = started + timedelta(seconds=longest) + CLOCK_SKEW
     except (OverflowError, ValueError):
         raise invalid(role, "Expiration is out of range") from None
     if not earliest <= moment <= latest:
@@ -116,6 +121,31 @@ def validate_answer(
         ),
         issued_at=started,
         duration_ms=duration_ms,
+    )
+
+
+def session_answer(
+    source: Role, response: Mapping[str, object], *, started: datetime, longest: int
+) -> Credentials:
+    """The credentials of a GetSessionToken answer, every field checked (pure).
+
+    ``source`` is a stand-in role naming the session in messages.
+
+    Raises:
+        RefreshFailed: ``InvalidStsResponse``, naming the field but never its value.
+    """
+    creds = response.get("Credentials")
+    if not isinstance(creds, Mapping):
+        raise invalid(source, "Credentials is missing")
+    return Credentials(
+        access_key_id=text_field(source, creds, "AccessKeyId", ACCESS_KEY_ID_RE, "16-128 A-Z, 0-9"),
+        secret_access_key=text_field(
+            source, creds, "SecretAccessKey", SECRET_RE, "16-256 base64 characters"
+        ),
+        session_token=text_field(
+            source, creds, "SessionToken", TOKEN_RE, "16-65536 base64 characters"
+        ),
+        expiration=expiration_field(source, creds.get("Expiration"), started, longest),
     )
 
 

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Final
 
-from credrefresh import __version__, auditcli
+from credrefresh import __version__, auditcli, mfacli
 from credrefresh.config import Config, load_config
 from credrefresh.errors import AlreadyRunning, ConfigError, CredentialsFileError
 from credrefresh.logs import Output, scrub, stderr
@@ -87,6 +87,7 @@ def parser() -> argparse.ArgumentParser:
         help="credential lifetime, seconds (%(default)s)",
     )
     auditcli.add_parser(commands)
+    mfacli.add_parser(commands, common)
     for name, text in CONSUMERS.items():
         consumer = commands.add_parser(name, parents=[common], help=text)
         consumer.add_argument("--profile", "-p", required=True, help="a managed profile")
@@ -175,6 +176,8 @@ def dispatch(args: argparse.Namespace, config: Config) -> int:
 
     configure(args.log_format, args.log_level)
     emit(get_logger(), *(event("config.warning", warning=w) for w in warnings))
+    if args.command == "mfa":
+        return mfacli.mfa(config, args.code, get_logger())
     return refresh(args.command, config, args)
 
 
@@ -232,6 +235,8 @@ def summary(config: Config) -> str:
         f"  source:           {source}",
         f"  max concurrency:  {config.max_concurrency}",
     ]
+    if config.session is not None:
+        lines.append(f"  source session:   {session_summary(config)}")
     lines += [f"  - {role.profile}: {role.role_arn}" for role in config.roles[:20]]
     if len(config.roles) > 20:  # noqa: PLR2004
         lines.append(f"  ... and {len(config.roles) - 20} more")
@@ -240,3 +245,18 @@ def summary(config: Config) -> str:
 
         lines += serve_summary(config)
     return "\n".join(lines)
+
+
+def session_summary(config: Config) -> str:
+    """One line about the ``[source]`` session, for ``check``."""
+    from credrefresh.sourceconfig import MfaSource  # noqa: PLC0415
+
+    session = config.session
+    if isinstance(session, MfaSource):
+        return (
+            f"MFA {session.serial}, {session.duration} s sessions stored in "
+            f"{session.session_file} (start one with: credrefresh mfa)"
+        )
+    if session is None:
+        return "none"
+    return f"web identity {session.role_arn}, token {session.token_file}"

@@ -79,6 +79,11 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
         for key in FIXED_ON_RELOAD
         if getattr(old, key) != getattr(new, key)
     ]
+    if (old.session is None) != (new.session is None) or type(old.session) is not type(new.session):
+        problems.append(
+            f"{new.path}: source: cannot add, remove or change the kind of session "
+            "(mfa_serial, web_identity_token_file) while running; restart instead"
+        )
     if problems:
         raise ConfigError(new.path, problems)
     old_roles = {r.profile: r for r in old.roles}

@@ -13,7 +13,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -31,6 +31,8 @@ from credrefresh.roles import Transition
 from credrefresh.schedule import WRITE_ERROR, newly_expired, next_wait, status_line
 from credrefresh.seams import Clock, Observer, Service, SystemClock
 from credrefresh.served import Served
+from credrefresh.sessionkeeper import SessionKeeper
+from credrefresh.sourcesession import PARKED
 from credrefresh.state import record
 from credrefresh.sts import StsClient
 from credrefresh.systemd import Notifier
@@ -43,6 +45,7 @@ STARTUP_LIMIT: Final = 60.0  # READY=1 by then even if some first calls still ha
 STOP_GRACE: Final = 10.0  # the last write must finish well inside TimeoutStopSec (30 s)
 START_SPREAD: Final = 1.0  # first calls of a start are spread over this many seconds
 CHAIN_RETRY: Final = 0.5  # a chained role waiting for its source looks again this soon after it
+PARK_S: Final = 30.0  # a role waiting for the [source] session looks again (it is also pulled)
 
 
 class Daemon:
@@ -66,6 +69,7 @@ class Daemon:
         stop_grace: float = STOP_GRACE,
         start_spread: float = START_SPREAD,
         write_stuck_after: float = STUCK_AFTER,
+        session_obtain: Callable[[Config], Awaitable[Issued]] | None = None,
     ) -> None:
         self.config = config
         self.start_spread = start_spread
@@ -106,6 +110,18 @@ class Daemon:
         self.last_status = ""
         self.stop_reason: str | None = None
         self._tg: TaskGroup | None = None
+        self.keeper = None
+        if config.session is not None:  # an MFA or web identity session signs the roles
+            self.keeper = SessionKeeper(
+                config.session,
+                config.path,
+                clock=self.clock,
+                policy=config.refresh,
+                emit=self._emit,
+                on_change=self._session_changed,
+                obtain=None if session_obtain is None else lambda: session_obtain(self.config),
+                rng=self.rng,
+            )
 
     @property
     def writes(self) -> int:
@@ -159,6 +175,8 @@ class Daemon:
                     if signals is not None:
                         tg.start_soon(self._signals, signals)
                     await self._seed_from_file()
+                    if self.keeper is not None:
+                        tg.start_soon(self.keeper.run)
                     for service in self.services:
                         await tg.start(service)
                     tg.start_soon(self._scheduler)
@@ -268,6 +286,11 @@ class Daemon:
         source: Credentials | None = None
         sp = state.role.source_profile
         parent = None if sp is None else self.states.get(sp)
+        if sp is None and self.keeper is not None:
+            source = self.keeper.signer(now, timedelta(seconds=2 * self.config.sts_timeout))
+            if source is None:
+                self._park(state, now)
+                return
         if parent is not None:
             # Never call with a parent session that could expire during the call.
             margin = timedelta(seconds=2 * self.config.sts_timeout)
@@ -280,6 +303,31 @@ class Daemon:
         self.in_flight.add(state.role.profile)
         self._tg.start_soon(self._refresh, state.role, state.generation, source)
 
+    def _park(self, state: RoleState, now: datetime) -> None:
+        """No [source] session to sign with: wait for one (the keeper logs why, once)."""
+        due = now + timedelta(seconds=PARK_S)
+        self.states[state.role.profile] = replace(state, due=due, waiting_for=PARKED)
+        if self.keeper is not None and self.keeper.blocked:
+            self._attempted(state.role.profile)
+
+    def _session_changed(self) -> None:
+        """The keeper has a new session (pull the parked roles) or a problem (stop waiting)."""
+        now = self.clock.now()
+        blocked = self.keeper is not None and self.keeper.blocked
+        for name, state in self.states.items():
+            if state.waiting_for == PARKED:
+                if blocked:
+                    self._attempted(name)
+                else:
+                    self.states[name] = replace(state, due=now)
+        self.poke()
+
+    def _attempted(self, name: str) -> None:
+        """``name`` counts as tried for the first round (READY=1 does not wait for it)."""
+        self.unattempted.discard(name)
+        if not self.unattempted:
+            self.first_round.set()
+
     async def _refresh(self, role: Role, generation: int, source: Credentials | None) -> None:
         try:
             async with self.limiter:
@@ -291,9 +339,7 @@ class Daemon:
                     self._succeeded(role, generation, result)
         finally:
             self.in_flight.discard(role.profile)
-            self.unattempted.discard(role.profile)
-            if not self.unattempted:
-                self.first_round.set()
+            self._attempted(role.profile)
             if not self.in_flight:
                 self.idle.set()
             # Wake the scheduler only if this role is now due before it would look anyway:
@@ -423,7 +469,9 @@ class Daemon:
     async def _save_state(self) -> None:
         if self.observer is not None:
             self.observer.states(self.states)
-        failure = await record(self.config, self.states, self.clock.now())
+        now = self.clock.now()
+        session = None if self.keeper is None else self.keeper.summary(now)
+        failure = await record(self.config, self.states, now, session=session)
         if failure is not None:
             self._emit(failure)
 
@@ -438,7 +486,11 @@ class Daemon:
             self.notifier.send("WATCHDOG=1")
 
     def _notify_status(self, *, force: bool = False) -> None:
-        line = status_line(self.states.values(), self.clock.now())
+        now = self.clock.now()
+        line = status_line(self.states.values(), now)
+        note = None if self.keeper is None else self.keeper.note(now)
+        if note is not None:
+            line = f"{note}; {line}"
         if force or line != self.last_status:
             self.last_status = line
             self.notifier.send(f"STATUS={line}")
@@ -482,6 +534,8 @@ class Daemon:
         )
         self.config = new
         self.limiter.total_tokens = new.max_concurrency
+        if self.keeper is not None and new.session is not None:
+            self.keeper.adopt(new.session, new.refresh)
         if plan.sts_changed:
             await self.sts.reset(new)
         self._emit(

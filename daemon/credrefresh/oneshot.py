@@ -7,7 +7,7 @@ reported as still failing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,8 +19,11 @@ from credrefresh.chains import levels
 from credrefresh.config import Config, Role
 from credrefresh.credfile import ManagedProfile, read_profiles
 from credrefresh.errors import CredentialsFileError, RefreshFailed
-from credrefresh.events import conflict, emit, event, refresh_failed, refreshed
+from credrefresh.events import Event, conflict, emit, event, refresh_failed, refreshed
 from credrefresh.model import Credentials, ErrorInfo, Issued, RoleState, session_params
+from credrefresh.sessionfile import load_session
+from credrefresh.sourceconfig import MfaSource
+from credrefresh.sourcesession import Track, action, observed
 from credrefresh.state import record
 from credrefresh.sts import StsClient
 from credrefresh.writer import write_file
@@ -147,15 +150,27 @@ def collect(
 
 
 async def assume_chained(
-    sts: StsClient, todo: Sequence[Role], limit: int
+    sts: StsClient,
+    todo: Sequence[Role],
+    limit: int,
+    root: Credentials | RefreshFailed | None = None,
 ) -> dict[str, Issued | RefreshFailed]:
-    """Assume ``todo`` level by level: a chained role after the role that signs for it."""
+    """Assume ``todo`` level by level: a chained role after the role that signs for it.
+
+    ``root`` is the ``[source]`` session (MFA, web identity) that signs every role without a
+    ``source_profile``, or why there is none.
+    """
     results: dict[str, Issued | RefreshFailed] = {}
     configured = {r.profile for r in todo}
     for level in levels(todo):
         ready: list[Role] = []
         sources: dict[str, Credentials] = {}
         for role in level:
+            if role.source_profile is None and isinstance(root, RefreshFailed):
+                results[role.profile] = root
+                continue
+            if role.source_profile is None and isinstance(root, Credentials):
+                sources[role.profile] = root
             signer = role.source_profile if role.source_profile in configured else None
             parent = None if signer is None else results.get(signer)
             if isinstance(parent, RefreshFailed):
@@ -172,14 +187,65 @@ async def assume_chained(
     return results
 
 
+async def source_session(
+    config: Config,
+    obtain: Callable[[Config], Awaitable[Issued]] | None,
+    now: datetime,
+) -> tuple[Credentials | RefreshFailed, tuple[Event, ...]]:
+    """The ``[source]`` session to sign with, or why there is none (and the events to log)."""
+    source = config.session
+    assert source is not None  # noqa: S101 - the caller checks
+    margin = timedelta(seconds=2 * config.sts_timeout)
+    if isinstance(source, MfaSource):
+        found = error = None
+        try:
+            stored = await anyio.to_thread.run_sync(load_session, source.session_file)
+        except CredentialsFileError as exc:
+            error = str(exc)
+        else:
+            if stored is not None:
+                found = (stored.credentials, stored.serial, stored.obtained_at)
+        track, events = observed(Track(next_check=now), source, found, error, now, config.path)
+        session = track.session
+        if track.problem is None and session is not None and session.expiration - now > margin:
+            return session, ()
+        reason = track.problem or "MFA session expires within the call's time"
+        failure = RefreshFailed(
+            "MfaSessionRequired", f"{reason}; {action(source, config.path)}", transient=False
+        )
+        return failure, tuple(e for e in events if e.name != "source.session_started")
+    if obtain is None:
+        return RefreshFailed(
+            "SourceConfigError", "no way to obtain the session", transient=False
+        ), ()
+    try:
+        issued = await obtain(config)
+    except RefreshFailed as exc:
+        failed = event(
+            "source.session_failed",
+            kind=source.kind,
+            role_arn=source.role_arn,
+            code=exc.code,
+            error=exc.message,
+            transient=exc.transient,
+            attempt=1,
+        )
+        return exc, (failed,)
+    return issued.credentials, ()
+
+
 async def once(
     config: Config,
     sts: StsClient,
     log: Any,  # noqa: ANN401 - structlog's bound logger
     *,
     min_remaining: float | None = None,
+    session_obtain: Callable[[Config], Awaitable[Issued]] | None = None,
 ) -> OnceOutcome:
-    """Refresh every role (or those with less than ``min_remaining`` s left), write once."""
+    """Refresh every role (or those with less than ``min_remaining`` s left), write once.
+
+    ``session_obtain`` obtains the web identity session when the ``[source]`` has one.
+    """
     emit(
         log,
         event(
@@ -191,7 +257,11 @@ async def once(
     )
     started = datetime.now(UTC)
     todo, skipped = await select(config, started, min_remaining)
-    results = await assume_chained(sts, todo, config.max_concurrency)
+    root = None
+    if config.session is not None and any(r.source_profile is None for r in todo):
+        root, found = await source_session(config, session_obtain, started)
+        emit(log, *found)
+    results = await assume_chained(sts, todo, config.max_concurrency, root)
     successes, states, failed = collect(config, todo, results, started, log)
     now = datetime.now(UTC)
     try:

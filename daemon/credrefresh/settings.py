@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from credrefresh.serveconfig import ServeConfig
+from credrefresh.sourceconfig import SESSION_KEYS, SessionSource
 
 __all__ = [
     "REFRESH_KEYS",
@@ -112,6 +113,8 @@ class Config:
         state_file: Where ``run`` records what ``status`` reports.
         metrics_address: ``(host, port)`` to serve Prometheus metrics on, or ``None``.
         serve: The credentials endpoint (``[serve]``), or ``None``.
+        session: The ``[source]`` session (MFA or web identity) that signs every role
+            without a ``source_profile``, or ``None``.
     """
 
     path: str
@@ -128,6 +131,7 @@ class Config:
     refresh: RefreshPolicy = RefreshPolicy()
     metrics_address: tuple[str, int] | None = None
     serve: ServeConfig | None = None
+    session: SessionSource | None = None
 
     by_profile: Mapping[str, Role] = field(init=False, repr=False, compare=False)
 
@@ -172,7 +176,7 @@ TOP_KEYS: Final = (
     "roles",
     "serve",
 )
-SOURCE_KEYS: Final = ("profile",)
+SOURCE_KEYS: Final = ("profile", *SESSION_KEYS)
 REFRESH_KEYS: Final = tuple(RefreshPolicy.__dataclass_fields__)
 ROLE_KEYS: Final = tuple(Role.__dataclass_fields__)
 

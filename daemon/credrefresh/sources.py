@@ -113,7 +113,8 @@ def inspect(config: Config, env: Mapping[str, str] | None = None) -> Findings:
         )
     env_keys = bool(environ.get("AWS_ACCESS_KEY_ID"))
     chosen = environ.get("AWS_PROFILE") or environ.get("AWS_DEFAULT_PROFILE")
-    if source is None and chosen and not env_keys:
+    web_identity = config.session is not None and config.session.kind == "web_identity"
+    if source is None and chosen and not env_keys and not web_identity:
         if chosen in managed:
             problems.append(
                 f"{config.path}: source.profile: unset, and AWS_PROFILE={clip(chosen)} names a "

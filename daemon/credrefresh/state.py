@@ -33,7 +33,12 @@ def _time(moment: datetime | None) -> str | None:
 
 
 def state_document(
-    states: Mapping[str, RoleState], *, now: datetime, pid: int, credentials_file: str
+    states: Mapping[str, RoleState],
+    *,
+    now: datetime,
+    pid: int,
+    credentials_file: str,
+    session: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON document for ``states`` (pure)."""
     profiles: dict[str, Any] = {}
@@ -62,6 +67,7 @@ def state_document(
         "updated_at": _time(now),
         "pid": pid,
         "credentials_file": credentials_file,
+        "source_session": session,
         "profiles": profiles,
     }
 
@@ -103,6 +109,7 @@ async def record(
     now: datetime,
     *,
     merge: bool = False,
+    session: Mapping[str, Any] | None = None,
 ) -> Event | None:
     """Write ``states`` to the state file in a worker thread; the failure event, if any.
 
@@ -110,7 +117,11 @@ async def record(
     (``once`` records only its own round).
     """
     document = state_document(
-        states, now=now, pid=os.getpid(), credentials_file=config.credentials_file
+        states,
+        now=now,
+        pid=os.getpid(),
+        credentials_file=config.credentials_file,
+        session=session,
     )
     if merge:
         previous = load_state(config.state_file)
@@ -118,6 +129,8 @@ async def record(
             merged = dict(previous.get("profiles") or {})
             merged.update(document["profiles"])
             document["profiles"] = merged
+            if session is None:  # once records no session of run's: keep what run said
+                document["source_session"] = previous.get("source_session")
     try:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(save_state, config.state_file, document)

@@ -146,6 +146,50 @@ def decide(
     return rows
 
 
+def session_status(
+    config: Config, saved: Mapping[str, Any] | None, now: datetime
+) -> dict[str, Any] | None:
+    """The ``[source]`` session: an MFA session from its file, else what ``run`` recorded."""
+    source = config.session
+    if source is None:
+        return None
+    from credrefresh.sourceconfig import MfaSource  # noqa: PLC0415
+    from credrefresh.sourcesession import action  # noqa: PLC0415
+
+    row: dict[str, Any] = {"kind": source.kind, "state": "missing", "expiration": None}
+    problem = None
+    expiration = None
+    if isinstance(source, MfaSource):
+        from credrefresh.sessionfile import load_session  # noqa: PLC0415
+
+        row["mfa_serial"] = source.serial
+        row["session_file"] = source.session_file
+        try:
+            stored = load_session(source.session_file)
+        except CredentialsFileError as exc:
+            problem = scrub(str(exc))
+        else:
+            if stored is not None and stored.serial != source.serial:
+                problem = "the session file holds a session for another MFA device"
+            elif stored is not None:
+                expiration = stored.credentials.expiration
+    else:
+        row["role_arn"] = source.role_arn
+        recorded = (saved or {}).get("source_session") or {}
+        expiration = parse_time(str(recorded.get("expiration") or ""))
+        problem = recorded.get("problem")
+    if expiration is not None:
+        row["expiration"] = format_time(expiration)
+        left = (expiration - now).total_seconds()
+        row["seconds_left"] = round(left, 1)
+        row["state"] = "expired" if left <= 0 else "expiring" if left <= source.lead else "valid"
+    if problem is not None:
+        row["problem"] = problem
+    if row["state"] in {"missing", "expired"}:
+        row["action"] = action(source, config.path)
+    return row
+
+
 def exit_code(rows: Sequence[ProfileStatus]) -> int:
     """0, 1 or 2 as documented in the module docstring."""
     states = {row.state for row in rows}
@@ -208,6 +252,9 @@ def status(
         state = None  # another daemon's (for another file): its errors are not ours
     rows = decide(config, in_file, state, moment)
     code = exit_code(rows)
+    session = session_status(config, state, moment)
+    if session is not None and session["state"] in {"missing", "expired"}:
+        code = max(code, WARNING)  # nothing can be refreshed until a session is there
     if as_json:
         document = {
             "credentials_file": config.credentials_file,
@@ -215,6 +262,7 @@ def status(
             "state_updated_at": None if state is None else state.get("updated_at"),
             "generated_at": format_time(moment),
             "exit_code": code,
+            "source_session": session,
             "profiles": [asdict(row) for row in rows],
         }
         print(json.dumps(document, indent=2), file=stream)
@@ -222,5 +270,18 @@ def status(
         counts = {name: sum(row.state == name for row in rows) for name in STATES}
         summary = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
         print(render_table(rows), file=stream)
+        if session is not None:
+            print(f"\n{session_line(session)}", file=stream)
         print(f"\n{summary}; exit {code}", file=stream)
     return code
+
+
+def session_line(session: Mapping[str, Any]) -> str:
+    """The ``[source]`` session, for people."""
+    what = "MFA session" if session["kind"] == "mfa" else "web identity session"
+    if session["state"] in {"missing", "expired"}:
+        line = f"source: waiting for {'MFA' if session['kind'] == 'mfa' else what}: "
+        line += f"{session.get('problem') or session['state']}; {session['action']}"
+        return line
+    left = human_duration(max(float(session.get("seconds_left") or 0), 0))
+    return f"source: {what} {session['state']} until {session['expiration']} ({left} left)"

@@ -22,6 +22,7 @@ import aioboto3
 import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
+from botocore.configprovider import ConstantProvider
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -48,7 +49,7 @@ from credrefresh.config import Config, Role
 from credrefresh.errors import RefreshFailed
 from credrefresh.model import Credentials, Issued
 
-__all__ = ["AioStsClient", "StsClient", "classify"]
+__all__ = ["AioStsClient", "EndpointSession", "StsClient", "classify"]
 
 TRANSIENT_CODES: Final = frozenset(
     {
@@ -175,6 +176,28 @@ def parse_timestamp(value: object) -> datetime:
     return botocore_parse_timestamp(value)  # type: ignore[no-any-return]
 
 
+class EndpointSession(AioSession):  # type: ignore[misc] # aiobotocore has no type hints
+    """A botocore session whose every STS client (its credential providers' too) is configured.
+
+    botocore resolves an assume-role or web-identity source profile with STS clients of its own
+    (nested clients), which would otherwise go to the regional AWS endpoint (or wherever
+    ``AWS_ENDPOINT_URL_STS`` and the config file point): the configured endpoint must apply to
+    every STS call credrefresh causes.
+    """
+
+    def __init__(self, *, profile: str | None = None, sts_endpoint_url: str | None = None) -> None:
+        super().__init__(profile=profile)
+        self.sts_endpoint_url = sts_endpoint_url
+
+    def _add_configured_endpoint_provider(self, client_name: str, config_store: Any) -> None:  # noqa: ANN401
+        if self.sts_endpoint_url is not None and client_name == "sts":
+            config_store.set_config_provider(
+                logical_name="endpoint_url", provider=ConstantProvider(self.sts_endpoint_url)
+            )
+            return
+        super()._add_configured_endpoint_provider(client_name, config_store)
+
+
 def client_config(config: Config, session: AioSession) -> AioConfig:
     """The botocore client configuration for ``config``.
 
@@ -288,7 +311,10 @@ class AioStsClient:
             client = generation.clients.get(key)
             if client is None:
                 config = generation.config
-                core = AioSession(profile=profile or config.source_profile)
+                core = EndpointSession(
+                    profile=profile or config.source_profile,
+                    sts_endpoint_url=config.sts_endpoint_url,
+                )
                 children.adopt(core)  # a hung credential_process dies with its group
                 core.get_component("response_parser_factory").set_parser_defaults(
                     timestamp_parser=parse_timestamp
@@ -352,13 +378,21 @@ class AioStsClient:
         by ``role.source_profile``. A ``source_profile`` that is not a configured role is a
         profile of the AWS config files, resolved by botocore.
         """
-        chained = role.source_profile is not None and self._current.config.role(role.source_profile)
+        config = self._current.config
+        chained = role.source_profile is not None and config.role(role.source_profile)
         if source is None and chained:
             # Never sign with what credrefresh itself wrote to the file.
             raise RefreshFailed(
                 "SourceUnavailable",
                 f"the source role {role.source_profile!r} has no valid session",
                 transient=True,
+            )
+        if source is None and role.source_profile is None and config.session is not None:
+            # The [source] session signs these; the source's own keys never do.
+            raise RefreshFailed(
+                "SourceSessionRequired",
+                f"no valid [source] {config.session.kind} session to sign with",
+                transient=False,
             )
         started = datetime.now(UTC)
         clock = time.perf_counter()

@@ -36,6 +36,7 @@ from credrefresh.settings import (
     env_region,
     expand,
 )
+from credrefresh.sourceconfig import parse_session, session_problems
 from credrefresh.text import printable, shown, type_name, unsafe
 
 __all__ = ["validate"]
@@ -123,9 +124,15 @@ class _Validator:
                 f"{shown(source_profile)} is also a managed profile in roles; the source "
                 "credentials must come from a profile credrefresh does not overwrite",
             )
+        session, problems = parse_session(
+            source, path=self.path, state_file=state_file, expand=lambda v: expand(v, self.env)
+        )
+        self.problems += problems
         refresh = self.refresh(self.table(data, "refresh"))
         roles = self.roles(raw_roles)
         self.problems.extend(chain_problems(self.path, roles))
+        durations = [(i, r.source_profile, r.duration_seconds) for i, r in enumerate(roles)]
+        self.problems.extend(session_problems(self.path, durations, session))
         serve, problems = parse_serve(
             data.get("serve"),
             path=self.path,
@@ -151,6 +158,7 @@ class _Validator:
             state_file=state_file,
             metrics_address=metrics,
             serve=serve,
+            session=session,
         )
 
     # -- generic checks -------------------------------------------------------------------

@@ -20,6 +20,7 @@ from credrefresh.logs import get_logger
 from credrefresh.oneshot import OnceOutcome, once
 from credrefresh.seams import Service
 from credrefresh.sts import AioStsClient
+from credrefresh.stssession import obtain_session
 from credrefresh.systemd import Notifier, watchdog_interval
 
 __all__ = ["build_daemon", "run_daemon", "run_once"]
@@ -30,7 +31,13 @@ def run_once(config: Config, *, min_remaining: float | None = None) -> OnceOutco
 
     async def main() -> OnceOutcome:
         async with AioStsClient(config) as sts:
-            return await once(config, sts, get_logger(), min_remaining=min_remaining)
+            return await once(
+                config,
+                sts,
+                get_logger(),
+                min_remaining=min_remaining,
+                session_obtain=obtain_session,
+            )
 
     return anyio.run(main, backend="asyncio")
 
@@ -66,6 +73,7 @@ async def build_daemon(
             notifier=notifier,
             observer=metrics,
             services=services,
+            session_obtain=obtain_session,
             **options,
         )
         if endpoint is not None:

@@ -89,6 +89,7 @@ __all__ = [
     "AssumeRoleCall",
     "FakeSTS",
     "Faults",
+    "SessionCall",
     "Stats",
     "ThreadedFakeSTS",
     "build_parser",
@@ -309,6 +310,52 @@ class AssumeRoleCall:
             "access_key_id": self.access_key_id,
             "expiration": self.expiration,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCall:
+    """A successful ``GetSessionToken`` or ``AssumeRoleWithWebIdentity`` call.
+
+    ``detail`` is the MFA serial number or the web identity token that was sent.
+    """
+
+    action: str
+    caller_access_key_id: str | None
+    detail: str
+    duration_seconds: int
+    access_key_id: str
+    expiration: str
+
+    def to_json(self) -> dict[str, object]:
+        """Return the call as a JSON-compatible dict."""
+        return dataclasses.asdict(self)
+
+
+# The one MFA code the fake refuses, and the one web identity token it calls invalid.
+BAD_MFA_CODE: Final = "000000"
+BAD_WEB_TOKEN: Final = "invalid-token"
+
+
+def session_xml(action: str, result: str, request_id: str) -> str:
+    """A ``<Action>Response`` document around ``result``."""
+    return (
+        f'<{action}Response xmlns="{STS_NAMESPACE}">\n'
+        f"  <{action}Result>\n{result}  </{action}Result>\n"
+        f"  <ResponseMetadata>\n    <RequestId>{request_id}</RequestId>\n"
+        f"  </ResponseMetadata>\n</{action}Response>\n"
+    )
+
+
+def credentials_xml(key: str, secret: str, token: str, expiration: str) -> str:
+    """A ``<Credentials>`` element."""
+    return (
+        "    <Credentials>\n"
+        f"      <AccessKeyId>{key}</AccessKeyId>\n"
+        f"      <SecretAccessKey>{secret}</SecretAccessKey>\n"
+        f"      <SessionToken>{token}</SessionToken>\n"
+        f"      <Expiration>{expiration}</Expiration>\n"
+        "    </Credentials>\n"
+    )
 
 
 class _Counters:
@@ -574,6 +621,7 @@ class FakeSTS:
         self._counters = _Counters()
         self._identities: OrderedDict[str, _Identity] = OrderedDict()
         self._calls: deque[AssumeRoleCall] = deque(maxlen=_RECENT_CALLS)
+        self._session_calls: deque[SessionCall] = deque(maxlen=_RECENT_CALLS)
         self._unhang = asyncio.Event()
         self._waiters: set[asyncio.Future[None]] = set()
         self._hung_tasks: set[asyncio.Task[object]] = set()
@@ -590,6 +638,7 @@ class FakeSTS:
         app.router.add_get("/_fake/stats", self._get_stats)
         app.router.add_post("/_fake/reset-stats", self._post_reset_stats)
         app.router.add_get("/_fake/calls", self._get_calls)
+        app.router.add_get("/_fake/session-calls", self._get_session_calls)
         app.router.add_get("/_fake/health", self._get_health)
         app.router.add_route("*", "/{tail:.*}", self._handle_sts)
         return app
@@ -718,6 +767,11 @@ class FakeSTS:
         """The most recent successful ``AssumeRole`` calls, oldest first."""
         return tuple(self._calls)
 
+    @property
+    def session_calls(self) -> tuple[SessionCall, ...]:
+        """The most recent successful session calls (MFA, web identity), oldest first."""
+        return tuple(self._session_calls)
+
     async def wait_for_stats(self, predicate: Callable[[Stats], bool]) -> Stats:
         """Wait until ``predicate(stats)`` holds and return that snapshot.
 
@@ -772,6 +826,9 @@ class FakeSTS:
 
     async def _get_calls(self, _request: web.Request) -> web.Response:
         return _json_response([call.to_json() for call in self._calls])
+
+    async def _get_session_calls(self, _request: web.Request) -> web.Response:
+        return _json_response([call.to_json() for call in self._session_calls])
 
     async def _get_health(self, _request: web.Request) -> web.Response:
         return _json_response({"ok": True})
@@ -864,6 +921,10 @@ class FakeSTS:
             return self._assume_role(params, caller, identity, request_id)
         if action == "GetCallerIdentity":
             return self._get_caller_identity(identity, request_id)
+        if action == "GetSessionToken":
+            return self._get_session_token(params, caller, identity, request_id)
+        if action == "AssumeRoleWithWebIdentity":
+            return self._assume_role_with_web_identity(params, caller, request_id)
         raise _STSError(
             400,
             "InvalidAction",
@@ -933,6 +994,94 @@ class FakeSTS:
             request_id=request_id,
             packed_policy_size=req.packed_policy_size,
             source_identity=req.source_identity,
+        )
+
+    def _issue(
+        self, identity_arn: str, account: str, user_id: str, duration: int
+    ) -> tuple[str, ...]:
+        """New credentials remembered as ``identity_arn``: key, secret, token, expiration."""
+        lifetime = self._faults.lifetime
+        expires_at = math.ceil(self._clock() + (lifetime if lifetime is not None else duration))
+        key = new_access_key_id()
+        self._identities[key] = _Identity(identity_arn, account, user_id, expires_at)
+        while len(self._identities) > self._max_identities:
+            self._identities.popitem(last=False)
+        return key, new_secret_access_key(), new_session_token(), iso8601(expires_at)
+
+    def _get_session_token(
+        self,
+        params: Mapping[str, str],
+        caller: str | None,
+        identity: _Identity | None,
+        request_id: str,
+    ) -> str:
+        if caller is None:
+            raise _STSError(403, "MissingAuthenticationToken", "Request is missing a signature")
+        if identity is not None:  # a session cannot make a session
+            raise _STSError(
+                403, "AccessDenied", "Cannot call GetSessionToken with session credentials"
+            )
+        serial, code = params.get("SerialNumber"), params.get("TokenCode")
+        if not serial or not code:
+            raise _validation_error("SerialNumber and TokenCode are required here")
+        if code == BAD_MFA_CODE or not code.isdigit() or len(code) != 6:
+            raise _STSError(
+                403,
+                "AccessDenied",
+                "MultiFactorAuthentication failed with invalid MFA one time pass code.",
+            )
+        duration = int(params.get("DurationSeconds") or 43200)
+        if not 900 <= duration <= 129600:
+            raise _validation_error(f"DurationSeconds {duration} is out of range")
+        key, secret, token, expiration = self._issue(
+            DEFAULT_SOURCE_ARN, DEFAULT_ACCOUNT, "AIDAFAKEUSER", duration
+        )
+        self._session_calls.append(
+            SessionCall("GetSessionToken", caller, serial, duration, key, expiration)
+        )
+        return session_xml(
+            "GetSessionToken", credentials_xml(key, secret, token, expiration), request_id
+        )
+
+    def _assume_role_with_web_identity(
+        self, params: Mapping[str, str], caller: str | None, request_id: str
+    ) -> str:
+        if caller is not None:
+            raise _validation_error("AssumeRoleWithWebIdentity is not signed")
+        token = params.get("WebIdentityToken") or ""
+        if not token:
+            raise _validation_error("WebIdentityToken is required")
+        if token == BAD_WEB_TOKEN:
+            raise _STSError(400, "InvalidIdentityToken", "Couldn't retrieve verification key")
+        req = _parse_assume_role(params)
+        assumed_arn = (
+            f"arn:{req.partition}:sts::{req.account}:assumed-role/{req.role_name}/"
+            f"{req.role_session_name}"
+        )
+        key, secret, token_out, expiration = self._issue(
+            assumed_arn,
+            req.account,
+            f"{role_id(req.role_arn)}:{req.role_session_name}",
+            req.duration_seconds,
+        )
+        self._session_calls.append(
+            SessionCall(
+                "AssumeRoleWithWebIdentity", None, token, req.duration_seconds, key, expiration
+            )
+        )
+        assumed_id = f"{role_id(req.role_arn)}:{req.role_session_name}"
+        subject = "system:serviceaccount:ns:sa"
+        user = (
+            "    <AssumedRoleUser>\n"
+            f"      <AssumedRoleId>{assumed_id}</AssumedRoleId>\n"
+            f"      <Arn>{assumed_arn}</Arn>\n"
+            "    </AssumedRoleUser>\n"
+            f"    <SubjectFromWebIdentityToken>{subject}</SubjectFromWebIdentityToken>\n"
+        )
+        return session_xml(
+            "AssumeRoleWithWebIdentity",
+            credentials_xml(key, secret, token_out, expiration) + user,
+            request_id,
         )
 
     def _get_caller_identity(self, identity: _Identity | None, request_id: str) -> str:
@@ -1115,6 +1264,11 @@ class ThreadedFakeSTS:
     def calls(self) -> tuple[AssumeRoleCall, ...]:
         """The most recent successful ``AssumeRole`` calls, oldest first."""
         return self._call(lambda: self._server.calls)
+
+    @property
+    def session_calls(self) -> tuple[SessionCall, ...]:
+        """The most recent successful session calls (MFA, web identity), oldest first."""
+        return self._call(lambda: self._server.session_calls)
 
     def wait_for_stats(self, predicate: Callable[[Stats], bool], timeout: float = 10.0) -> Stats:
         """Block until ``predicate(stats)`` holds; :class:`TimeoutError` after ``timeout``."""
