@@ -201,10 +201,14 @@ def write_config(
         f'state_file = "{path.parent / "state.json"}"',
     ]
     refresh = top.pop("refresh", None)
+    source = top.pop("source", None)
     lines += [f"{k} = {json.dumps(v)}" for k, v in top.items()]
     if refresh:
         lines.append("[refresh]")
         lines += [f"{k} = {json.dumps(v)}" for k, v in refresh.items()]
+    if source:
+        lines.append("[source]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in source.items()]
     for profile in profiles:
         lines += [
             "[[roles]]",

@@ -176,10 +176,9 @@ def test_run_keeps_hub_and_spokes_fresh_without_expired_tokens(tmp_path, fake_st
     try:
         notify.wait_for(lambda m: m == "READY=1")
         proc.wait_for(
-            lambda events: sum(
-                e["event"] == "role.refreshed" and e["profile"] == "hub" for e in events
-            )
-            >= 4,
+            lambda events: (
+                sum(e["event"] == "role.refreshed" and e["profile"] == "hub" for e in events) >= 4
+            ),
             timeout=30,
         )
         proc.signal(signal.SIGTERM)

@@ -635,9 +635,7 @@ async def test_watchdog_pings_stop_while_a_write_is_stuck(tmp_path, recording):
     clock = JumpClock()
     config = make_config(tmp_path, ["a"])
     sts = ScriptedSts(clock, lifetime=3600)
-    daemon, log = build(
-        config, sts, clock, notifier=recording, watchdog=0.1, write_stuck_after=0.3
-    )
+    daemon, log = build(config, sts, clock, notifier=recording, watchdog=0.1, write_stuck_after=0.3)
     async with anyio.create_task_group() as tg:
         await tg.start(daemon.run)
         fd = os.open(lock_path(config.credentials_file), os.O_RDWR)

@@ -301,8 +301,9 @@ def test_access_denied_for_one_role(tmp_path, fake_sts):
         # The others' schedules are spread (start jitter), not in step with the denied role's:
         # each is refreshed within a lifetime and a write of the fault beginning.
         run.proc.wait_for(
-            lambda events: set(others)
-            <= {e["profile"] for e in logged_since(events, "role.refreshed", began)},
+            lambda events: (
+                set(others) <= {e["profile"] for e in logged_since(events, "role.refreshed", began)}
+            ),
             timeout=2 * LIFETIME + 2,
         )
         assert all(

@@ -281,7 +281,10 @@ def session_line(session: Mapping[str, Any]) -> str:
     what = "MFA session" if session["kind"] == "mfa" else "web identity session"
     if session["state"] in {"missing", "expired"}:
         line = f"source: waiting for {'MFA' if session['kind'] == 'mfa' else what}: "
-        line += f"{session.get('problem') or session['state']}; {session['action']}"
+        reason = session.get("problem") or (
+            "no session" if session["state"] == "missing" else "the session expired"
+        )
+        line += f"{reason}; {session['action']}"
         return line
     left = human_duration(max(float(session.get("seconds_left") or 0), 0))
     return f"source: {what} {session['state']} until {session['expiration']} ({left} left)"

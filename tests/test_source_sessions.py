@@ -1,0 +1,375 @@
+"""[source] sessions (MFA, web identity): refusals, the pure session track, the session file's
+safety, and the engine waiting for a session and signing every role with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import pytest
+
+from credrefresh.config import load_config, plan_reload
+from credrefresh.engine import Daemon
+from credrefresh.errors import ConfigError, CredentialsFileError, RefreshFailed
+from credrefresh.model import Credentials, ErrorInfo, Issued
+from credrefresh.sessionfile import MAX_SIZE, StoredSession, load_session, save_session
+from credrefresh.settings import RefreshPolicy
+from credrefresh.sourceconfig import MfaSource, WebIdentitySource
+from credrefresh.sourcesession import PARKED, Track, failed, observed, ticked
+from engine_support import JumpClock, Recorder, ScriptedSts, make_config
+
+SERIAL = "arn:aws:iam::123456789012:mfa/alice"
+HUB = "arn:aws:iam::123456789012:role/hub"
+SECRET = "SeSsIoNsEcReT" + "x" * 30
+TOKEN = "SeSsIoNtOkEn" + "y" * 200
+
+
+ROLE_A = '[[roles]]\nprofile = "a"\nrole_arn = "arn:aws:iam::123456789012:role/a"\n'
+
+
+def write(tmp_path, source: str, roles: str = "") -> str:
+    path = tmp_path / "c.toml"
+    text = f'sts_endpoint_url = "http://127.0.0.1:9"\n[source]\n{source}\n'
+    path.write_text(text + (roles or ROLE_A))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("source", "roles", "key", "words"),
+    [
+        (
+            f'mfa_serial = "{SERIAL}"\nweb_identity_token_file = "/t"',
+            "",
+            "web_identity_token_file",
+            "cannot be combined",
+        ),
+        ('mfa_serial = "x"', "", "mfa_serial", "MFA device ARN"),
+        (
+            f'mfa_serial = "{SERIAL}"\nsession_duration = 600',
+            "",
+            "session_duration",
+            "900 to 129600",
+        ),
+        (
+            f'mfa_serial = "{SERIAL}"\nsession_duration = 200000',
+            "",
+            "session_duration",
+            "900 to 129600",
+        ),
+        (
+            f'mfa_serial = "{SERIAL}"\nsession_duration = 3600.5',
+            "",
+            "session_duration",
+            "whole number",
+        ),
+        ("session_duration = 3600", "", "session_duration", "needs mfa_serial"),
+        ('session_file = "/x"', "", "session_file", "needs mfa_serial"),
+        (f'role_arn = "{HUB}"', "", "role_arn", "needs web_identity_token_file"),
+        ('web_identity_token_file = "/t"', "", "role_arn", "missing"),
+        (
+            f'web_identity_token_file = "/t"\nrole_arn = "{HUB}"\nprofile = "p"',
+            "",
+            "profile",
+            "cannot be combined",
+        ),
+        (
+            f'web_identity_token_file = "/t"\nrole_arn = "{HUB}"\nsession_duration = 50000',
+            "",
+            "session_duration",
+            "900 to 43200",
+        ),
+        (
+            'web_identity_token_file = "/t"\nrole_arn = "arn:aws:iam::1:role/x"',
+            "",
+            "role_arn",
+            "role ARN",
+        ),
+        (
+            f'mfa_serial = "{SERIAL}"',
+            ROLE_A + "duration_seconds = 7200\n",
+            "roles[0].duration_seconds",
+            "MFA session",
+        ),
+        (
+            f'web_identity_token_file = "/t"\nrole_arn = "{HUB}"',
+            ROLE_A + "duration_seconds = 7200\n",
+            "roles[0].duration_seconds",
+            "web identity session",
+        ),
+    ],
+)
+def test_bad_session_sources_are_refused(tmp_path, source, roles, key, words):
+    """Each mistake is one problem naming the file and the key."""
+    path = write(tmp_path, source, roles)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={"HOME": str(tmp_path)})
+    full = key if key.startswith("roles") else f"source.{key}"
+    assert any(p.startswith(f"{path}: {full}: ") and words in p for p in info.value.problems), (
+        info.value.problems
+    )
+
+
+def test_roles_with_their_own_source_profile_may_ask_for_longer(tmp_path):
+    """The session signs only roles without source_profile: a role signed by an AWS profile
+    keeps its 12-hour limit."""
+    roles = (
+        '[[roles]]\nprofile = "a"\nrole_arn = "arn:aws:iam::123456789012:role/a"\n'
+        'duration_seconds = 7200\nsource_profile = "elsewhere"\n'
+    )
+    config = load_config(
+        write(tmp_path, f'mfa_serial = "{SERIAL}"', roles), environ={"HOME": str(tmp_path)}
+    )
+    assert isinstance(config.session, MfaSource)
+    assert config.session.duration == 43200
+    assert config.session.lead == 3600
+    assert config.session.session_file.startswith(os.path.dirname(config.state_file))
+
+
+def test_adding_a_session_needs_a_restart(tmp_path):
+    """A reload cannot switch the source between keys and a session."""
+    before = load_config(write(tmp_path, ""), environ={"HOME": str(tmp_path)})
+    after = load_config(
+        write(tmp_path, f'mfa_serial = "{SERIAL}"'), environ={"HOME": str(tmp_path)}
+    )
+    with pytest.raises(ConfigError, match="restart instead"):
+        plan_reload(before, after)
+    longer = load_config(
+        write(tmp_path, f'mfa_serial = "{SERIAL}"\nsession_duration = 3600'),
+        environ={"HOME": str(tmp_path)},
+    )
+    assert plan_reload(after, longer).sts_changed
+
+
+# -- the pure track ----------------------------------------------------------------------------
+
+NOW = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+MFA = MfaSource(SERIAL, "/state/mfa.json", lead=3600)
+
+
+def creds(key: str, expires: datetime) -> Credentials:
+    return Credentials(key, SECRET, TOKEN, expires)
+
+
+def names(events) -> list[str]:
+    return [e.name for e in events]
+
+
+def test_a_missing_session_is_reported_once_not_once_per_look():
+    track = Track(next_check=NOW)
+    track, first = observed(track, MFA, None, None, NOW, "/c.toml")
+    assert names(first) == ["source.session_required"]
+    assert first[0].fields["action"] == "run: credrefresh mfa --config /c.toml"
+    for minute in range(1, 5):
+        track, again = observed(track, MFA, None, None, NOW + timedelta(minutes=minute), "/c.toml")
+        assert again == ()
+
+
+def test_a_new_session_is_announced_and_then_expires_with_one_event_each():
+    track = Track(next_check=NOW)
+    found = (creds("ASIAFIRST0000000000", NOW + timedelta(hours=12)), SERIAL, NOW)
+    track, events = observed(track, MFA, found, None, NOW, "/c.toml")
+    assert names(events) == ["source.session_started"]
+    assert events[0].fields["access_key_id"] == "ASIAFIRST0000000000"
+    assert SECRET not in repr(events)
+    assert TOKEN not in repr(events)
+    track, events = observed(track, MFA, found, None, NOW + timedelta(hours=1), "/c.toml")
+    assert events == ()
+    late = NOW + timedelta(hours=11, minutes=1)
+    track, events = ticked(track, MFA, late, "/c.toml")
+    assert names(events) == ["source.session_expiring"]
+    assert ticked(track, MFA, late + timedelta(minutes=5), "/c.toml")[1] == ()
+    gone = NOW + timedelta(hours=12, seconds=1)
+    track, events = ticked(track, MFA, gone, "/c.toml")
+    assert names(events) == ["source.session_expired", "source.session_required"]
+    assert ticked(track, MFA, gone + timedelta(minutes=5), "/c.toml")[1] == ()
+    # The morning routine: a new session is picked up and announced.
+    fresh = (creds("ASIASECOND000000000", gone + timedelta(hours=12)), SERIAL, gone)
+    track, events = observed(track, MFA, fresh, None, gone + timedelta(minutes=6), "/c.toml")
+    assert names(events) == ["source.session_started"]
+    assert track.problem is None
+
+
+def test_a_session_of_another_device_is_not_used():
+    found = (
+        creds("ASIAOTHER0000000000", NOW + timedelta(hours=12)),
+        "arn:aws:iam::123456789012:mfa/bob",
+        NOW,
+    )
+    track, events = observed(Track(next_check=NOW), MFA, found, None, NOW, "/c.toml")
+    assert track.session is None
+    assert names(events) == ["source.session_required"]
+    assert "another MFA device" in events[0].fields["reason"]
+
+
+def test_web_identity_failures_back_off_and_never_wait_past_the_session():
+    web = WebIdentitySource("/t", HUB, lead=300)
+    policy = RefreshPolicy()
+    session = creds("ASIAWEB000000000000", NOW + timedelta(seconds=600))
+    track = Track(next_check=NOW, session=session)
+    error = ErrorInfo("InvalidIdentityToken", "bad", True, NOW)
+    track, events = failed(track, web, error, policy, 0.5)
+    assert names(events) == ["source.session_failed"]
+    assert track.attempt == 1
+    assert track.problem == "InvalidIdentityToken"
+    for _ in range(12):
+        track, _ = failed(track, web, replace(error, at=NOW), policy, 1.0)
+    assert track.next_check <= NOW + timedelta(seconds=300)  # half of what is left, at most
+
+
+# -- the session file --------------------------------------------------------------------------
+
+
+def stored(expires: datetime | None = None) -> StoredSession:
+    return StoredSession(
+        SERIAL, creds("ASIASTORED000000000", expires or NOW + timedelta(hours=12)), NOW
+    )
+
+
+def test_the_session_file_is_private_and_round_trips(tmp_path):
+    path = str(tmp_path / "state" / "mfa.json")
+    save_session(path, stored())
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(tmp_path / "state").st_mode) == 0o700
+    back = load_session(path)
+    assert back == stored()
+    assert SECRET not in repr(back)
+
+
+def test_a_session_file_others_can_write_is_refused(tmp_path):
+    path = str(tmp_path / "state" / "mfa.json")
+    save_session(path, stored())
+    os.chmod(path, 0o622)  # noqa: S103 - the attack under test
+    with pytest.raises(CredentialsFileError, match="writable by no one else"):
+        load_session(path)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_a_session_file_owned_by_another_user_is_refused(tmp_path):
+    path = str(tmp_path / "state" / "mfa.json")
+    save_session(path, stored())
+    os.chown(path, 65534, -1)
+    with pytest.raises(CredentialsFileError, match="owner uid 65534"):
+        load_session(path)
+
+
+def test_a_fifo_in_place_of_the_session_file_is_refused_without_blocking(tmp_path):
+    (tmp_path / "state").mkdir(mode=0o700)
+    path = tmp_path / "state" / "mfa.json"
+    os.mkfifo(path)
+    with pytest.raises(CredentialsFileError, match="FIFO"):
+        load_session(str(path))
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"secret_access_key": "bad value\n[x]"}, "secret_access_key is missing or malformed"),
+        ({"access_key_id": "lower"}, "access_key_id is missing or malformed"),
+        ({"expiration": "soon"}, "expiration or obtained_at"),
+        ({"version": 9}, "not a version 1"),
+    ],
+)
+def test_a_tampered_session_file_is_refused_naming_the_field_not_the_value(tmp_path, change, words):
+    path = tmp_path / "state" / "mfa.json"
+    save_session(str(path), stored())
+    document = json.loads(path.read_text())
+    document.update(change)
+    path.write_text(json.dumps(document))
+    with pytest.raises(CredentialsFileError, match=words) as info:
+        load_session(str(path))
+    assert SECRET not in str(info.value)
+    assert "bad value" not in str(info.value)
+
+
+def test_an_oversized_session_file_is_refused(tmp_path):
+    path = tmp_path / "state" / "mfa.json"
+    save_session(str(path), stored())
+    path.write_text(" " * (MAX_SIZE + 1))
+    with pytest.raises(CredentialsFileError, match="larger than"):
+        load_session(str(path))
+
+
+# -- the engine --------------------------------------------------------------------------------
+
+
+def mfa_config(tmp_path):
+    config = make_config(tmp_path, ["a", "b", "c"])
+    session_file = str(tmp_path / "state" / "mfa.json")
+    return replace(config, session=MfaSource(SERIAL, session_file, lead=60))
+
+
+@pytest.mark.anyio
+async def test_run_waits_for_mfa_then_signs_every_role_with_the_session(tmp_path):
+    """No session: READY=1 anyway, no STS call, one source.session_required and a STATUS that
+    says so. A session stored meanwhile is picked up without a restart and signs every role."""
+    clock = JumpClock()
+    config = mfa_config(tmp_path)
+    sts = ScriptedSts(clock, lifetime=3600)
+    log = Recorder()
+    daemon = Daemon(config, sts, log=log, clock=clock, handle_signals=False, start_spread=0.0)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        assert sts.calls == []
+        assert len(log.named("source.session_required")) == 1
+        assert daemon.last_status.startswith("waiting for MFA (run credrefresh mfa); ")
+        assert {daemon.state(p).waiting_for for p in "abc"} == {PARKED}
+        session = creds("ASIAMFASESSION00000", clock.now() + timedelta(hours=12))
+        await anyio.to_thread.run_sync(
+            save_session, config.session.session_file, StoredSession(SERIAL, session, clock.now())
+        )
+        await log.wait_count("role.refreshed", 3)
+        daemon.stop()
+    assert sorted(sts.signers) == [(p, "ASIAMFASESSION00000") for p in "abc"]
+    assert len(log.named("source.session_started")) == 1
+    assert len(log.named("source.session_required")) == 1
+    assert not log.named("role.refresh_failed")
+
+
+@pytest.mark.anyio
+async def test_web_identity_session_failure_makes_roles_wait_then_signs_them(tmp_path):
+    """The first AssumeRoleWithWebIdentity fails: one source.session_failed, no role called;
+    the retry succeeds and every role is signed with that session."""
+    clock = JumpClock()
+    config = replace(
+        make_config(tmp_path, ["a", "b"]),
+        session=WebIdentitySource(str(tmp_path / "token"), HUB),
+    )
+    sts = ScriptedSts(clock, lifetime=3600)
+    log = Recorder()
+    attempts: list[int] = []
+
+    async def obtain(_config) -> Issued:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RefreshFailed("InvalidIdentityToken", "expired token", transient=True)
+        now = clock.now()
+        return Issued(
+            "[source]",
+            HUB,
+            "w",
+            "arn",
+            creds("ASIAWEBSESSION00000", now + timedelta(hours=1)),
+            now,
+            1.0,
+        )
+
+    daemon = Daemon(
+        config,
+        sts,
+        log=log,
+        clock=clock,
+        handle_signals=False,
+        start_spread=0.0,
+        session_obtain=obtain,
+    )
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(daemon.run)
+        await log.wait_count("role.refreshed", 2)
+        daemon.stop()
+    assert len(attempts) == 2
+    assert len(log.named("source.session_failed")) == 1
+    assert sorted(sts.signers) == [("a", "ASIAWEBSESSION00000"), ("b", "ASIAWEBSESSION00000")]
