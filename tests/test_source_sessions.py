@@ -20,6 +20,8 @@ from credrefresh.sessionfile import MAX_SIZE, StoredSession, load_session, save_
 from credrefresh.settings import RefreshPolicy
 from credrefresh.sourceconfig import MfaSource, WebIdentitySource
 from credrefresh.sourcesession import PARKED, Track, failed, observed, ticked
+from credrefresh.sts import AioStsClient
+from credrefresh.stssession import MAX_TOKEN, read_token
 from engine_support import JumpClock, Recorder, ScriptedSts, make_config
 
 SERIAL = "arn:aws:iam::123456789012:mfa/alice"
@@ -373,3 +375,40 @@ async def test_web_identity_session_failure_makes_roles_wait_then_signs_them(tmp
     assert len(attempts) == 2
     assert len(log.named("source.session_failed")) == 1
     assert sorted(sts.signers) == [("a", "ASIAWEBSESSION00000"), ("b", "ASIAWEBSESSION00000")]
+
+
+# -- the web identity token and the refusal before STS -----------------------------------------
+
+
+def test_the_token_is_read_bounded_and_never_echoed(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("eyJhbGciOi.payload.sig\n")
+    assert read_token(str(token)) == "eyJhbGciOi.payload.sig"
+    cases = {
+        "missing": "does not exist",
+        "fifo": "FIFO",
+        "big": f"larger than {MAX_TOKEN}",
+        "two words": "not one line",
+    }
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "big").write_text("x" * (MAX_TOKEN + 1))
+    (tmp_path / "two words").write_text("secret-part other-part")
+    for name, words in cases.items():
+        with pytest.raises(RefreshFailed, match=words) as info:
+            read_token(str(tmp_path / name))
+        assert info.value.code == "WebIdentityTokenError"
+        assert "secret-part" not in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_the_source_keys_never_sign_a_role_when_a_session_is_configured(tmp_path):
+    """A call that reaches the STS client without the session is refused before any request."""
+    config = replace(
+        make_config(tmp_path, ["a"]),
+        sts_endpoint_url="http://127.0.0.1:9",
+        session=MfaSource(SERIAL, str(tmp_path / "mfa.json")),
+    )
+    async with AioStsClient(config) as sts:
+        with pytest.raises(RefreshFailed) as info:
+            await sts.assume(config.roles[0], None)
+    assert info.value.code == "SourceSessionRequired"
