@@ -277,3 +277,35 @@ def test_sts_endpoint_url_applies_to_an_assume_role_source_profile(tmp_path, fak
     assert by_role["hub"].caller_access_key_id == "AKIABASEEXAMPLE00000"
     assert by_role["a"].caller_access_key_id == by_role["hub"].access_key_id
     assert os.path.exists(creds)
+
+
+def test_mfa_asks_for_the_code_on_a_terminal(tmp_path, fake_sts):
+    """With stdin a terminal (a real pseudo-terminal here), mfa prompts and reads the code."""
+    config, _ = mfa_setup(tmp_path, fake_sts)
+    leader, follower = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "credrefresh", "mfa", "--config", str(config)],
+            env=clean_env(tmp_path),
+            stdin=follower,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.write(leader, b"246810\n")
+        _, err = proc.communicate(timeout=60)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert proc.returncode == 0, err
+    assert err.startswith("MFA code: ")
+    (call,) = fake_sts.session_calls
+    assert call.action == "GetSessionToken"
+
+
+def test_check_refuses_a_long_role_under_an_mfa_session_with_exit_78(tmp_path, fake_sts):
+    config, _ = mfa_setup(tmp_path, fake_sts)
+    config.write_text(config.read_text() + "duration_seconds = 7200\n")
+    result = run_cli(["check", "--config", str(config)], clean_env(tmp_path))
+    assert result.returncode == 78
+    assert f"{config}: roles[2].duration_seconds: 7200 is above 3600" in result.stderr
