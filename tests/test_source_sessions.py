@@ -412,3 +412,21 @@ async def test_the_source_keys_never_sign_a_role_when_a_session_is_configured(tm
         with pytest.raises(RefreshFailed) as info:
             await sts.assume(config.roles[0], None)
     assert info.value.code == "SourceSessionRequired"
+
+
+def test_a_deleted_or_replaced_session_file_stops_the_session_at_once():
+    """Removing the file (or planting a bad one) withdraws the session: nothing signs with it."""
+    found = (creds("ASIAFIRST0000000000", NOW + timedelta(hours=12)), SERIAL, NOW)
+    track, _ = observed(Track(next_check=NOW), MFA, found, None, NOW, "/c.toml")
+    assert track.session is not None
+    later = NOW + timedelta(minutes=1)
+    gone, events = observed(track, MFA, None, None, later, "/c.toml")
+    assert gone.session is None
+    assert names(events) == ["source.session_required"]
+    refused, events = observed(track, MFA, None, "/s: not JSON", later, "/c.toml")
+    assert refused.session is None
+    assert events[0].fields["reason"] == "/s: not JSON"
+
+
+def test_no_state_directory_yet_means_no_session(tmp_path):
+    assert load_session(str(tmp_path / "not-yet" / "mfa.json")) is None

@@ -78,7 +78,10 @@ def load_session(path: str) -> StoredSession | None:
         CredentialsFileError: the file or its directory is unsafe, or its content is not a
             session (the message names the problem, never a value).
     """
-    check_directory(os.path.dirname(path))
+    directory = os.path.dirname(path)
+    if not os.path.isdir(directory):
+        return None  # nothing stored yet (credrefresh mfa creates the directory)
+    check_directory(directory)
     fd = open_regular(path, "MFA session file")
     if fd is None:
         return None

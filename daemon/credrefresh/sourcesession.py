@@ -144,6 +144,10 @@ def observed(
     if found is not None and found[1] != source.serial:
         problem = "the session file holds a session for another MFA device"
         found = None
+    if found is None:
+        # Deleted, refused or another device's: that session is no longer to be used.
+        problem = problem or "no MFA session"
+        track = replace(track, session=None, obtained_at=None)
     if found is not None and found[0].expiration <= now:
         problem = problem or "MFA session expired"
     if found is not None and problem is None:
