@@ -430,3 +430,37 @@ def test_a_deleted_or_replaced_session_file_stops_the_session_at_once():
 
 def test_no_state_directory_yet_means_no_session(tmp_path):
     assert load_session(str(tmp_path / "not-yet" / "mfa.json")) is None
+
+
+@pytest.mark.anyio
+async def test_a_reload_that_moves_the_session_file_reads_the_new_one(tmp_path):
+    """SIGHUP with another session_file: the keeper starts over from the new file."""
+    clock = JumpClock()
+    config = mfa_config(tmp_path)
+    first = creds("ASIAFIRSTSESSION000", clock.now() + timedelta(hours=12))
+    save_session(config.session.session_file, StoredSession(SERIAL, first, clock.now()))
+    moved = replace(config.session, session_file=str(tmp_path / "state" / "other.json"))
+    second = creds("ASIASECONDSESSION00", clock.now() + timedelta(hours=12))
+    save_session(moved.session_file, StoredSession(SERIAL, second, clock.now()))
+    sts = ScriptedSts(clock, lifetime=3600)
+    log = Recorder()
+    daemon = Daemon(
+        config,
+        sts,
+        log=log,
+        clock=clock,
+        handle_signals=False,
+        start_spread=0.0,
+        loader=lambda _path: replace(config, session=moved),
+    )
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        assert await daemon.reload()
+        await log.wait_count("source.session_started", 2)
+        daemon.refresh_now("a")
+        await sts.wait_calls(lambda calls: calls.count("a") >= 2)
+        daemon.stop()
+    assert [key for profile, key in sts.signers if profile == "a"] == [
+        "ASIAFIRSTSESSION000",
+        "ASIASECONDSESSION00",
+    ]
