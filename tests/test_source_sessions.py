@@ -464,3 +464,147 @@ async def test_a_reload_that_moves_the_session_file_reads_the_new_one(tmp_path):
         "ASIAFIRSTSESSION000",
         "ASIASECONDSESSION00",
     ]
+
+
+# -- review findings: each attack fails without its fix ----------------------------------------
+
+
+def test_a_deeply_nested_session_file_is_refused_not_a_crash(tmp_path):
+    """50,000 '[' fit in the size bound and recurse past the stack in json.loads."""
+    path = tmp_path / "state" / "mfa.json"
+    save_session(str(path), stored())
+    path.write_text("[" * 50_000)
+    with pytest.raises(CredentialsFileError, match="not JSON"):
+        load_session(str(path))
+
+
+def keeper_for(tmp_path, source, clock, *, obtain=None, margin=20.0):
+    from credrefresh.sessionkeeper import SessionKeeper  # noqa: PLC0415
+
+    log = Recorder()
+    changes: list[int] = []
+    keeper = SessionKeeper(
+        source,
+        str(tmp_path / "c.toml"),
+        clock=clock,
+        policy=RefreshPolicy(backoff_initial=1.0),
+        margin=timedelta(seconds=margin),
+        emit=lambda *events: [log.info(e.name, **e.fields) for e in events],
+        on_change=lambda: changes.append(1),
+        obtain=obtain,
+    )
+    return keeper, log
+
+
+@pytest.mark.anyio
+async def test_a_session_file_made_writable_by_others_is_withdrawn_at_the_next_look(tmp_path):
+    """chmod changes neither size nor mtime: the keeper must still notice (it reads every time)."""
+    clock = JumpClock()
+    source = MfaSource(SERIAL, str(tmp_path / "state" / "mfa.json"))
+    save_session(source.session_file, stored(clock.now() + timedelta(hours=12)))
+    keeper, log = keeper_for(tmp_path, source, clock)
+    await keeper.look()
+    assert keeper.signer(clock.now()) is not None
+    os.chmod(source.session_file, 0o666)  # noqa: S103 - the attack under test
+    clock.offset += timedelta(seconds=3)  # past the next poll
+    await keeper.look()
+    assert keeper.signer(clock.now()) is None
+    assert "writable by no one else" in log.named("source.session_required")[-1]["reason"]
+
+
+@pytest.mark.anyio
+async def test_a_keeper_survives_anything_a_file_throws(tmp_path):
+    """An unexpected error becomes the session's problem; the task goes on."""
+    clock = JumpClock()
+
+    async def explode() -> Issued:
+        raise RecursionError
+
+    web = WebIdentitySource(str(tmp_path / "token"), HUB)
+    keeper, log = keeper_for(tmp_path, web, clock, obtain=explode)
+    await keeper.look()
+    assert keeper.track.problem == "unexpected error: RecursionError"
+    assert keeper.blocked
+
+
+@pytest.mark.anyio
+async def test_a_web_session_that_is_already_over_does_not_make_the_keeper_spin(tmp_path):
+    """STS (or a wrong local clock) hands out a session that ends within the margin: it is a
+    failure with a backoff, not a reason to call again at once."""
+    clock = JumpClock()
+    calls: list[int] = []
+
+    async def obtain() -> Issued:
+        calls.append(1)
+        now = clock.now()
+        over = creds("ASIAPASTSESSION0000", now - timedelta(minutes=1))
+        return Issued("[source]", HUB, "w", "arn", over, now, 1.0)
+
+    web = WebIdentitySource(str(tmp_path / "token"), HUB)
+    keeper, log = keeper_for(tmp_path, web, clock, obtain=obtain)
+    with anyio.move_on_after(1.0):  # an observation window: a spinning keeper calls ~20 times
+        await keeper.run()
+    assert len(calls) <= 2  # the first backoff is 0.5-1 s
+    assert keeper.signer(clock.now()) is None
+    assert {f["code"] for f in log.named("source.session_failed")} == {"InvalidStsResponse"}
+    assert not log.named("source.session_started")
+
+
+@pytest.mark.anyio
+async def test_web_identity_retries_at_once_when_the_token_is_rotated_during_a_backoff(tmp_path):
+    clock = JumpClock()
+    token = tmp_path / "token"
+    token.write_text("old\n")
+    tokens: list[str] = []
+
+    async def obtain() -> Issued:
+        text = token.read_text().strip()
+        tokens.append(text)
+        if text == "old":
+            raise RefreshFailed("ExpiredTokenException", "token expired", transient=False)
+        now = clock.now()
+        return Issued(
+            "[source]",
+            HUB,
+            "w",
+            "arn",
+            creds("ASIAWEBNEW000000000", now + timedelta(hours=1)),
+            now,
+            1.0,
+        )
+
+    web = WebIdentitySource(str(token), HUB)
+    keeper, log = keeper_for(tmp_path, web, clock, obtain=obtain)
+    await keeper.look()
+    assert keeper.track.next_check - clock.now() > timedelta(seconds=30)  # the permanent backoff
+    token.write_text("new-token\n")
+    await keeper.look()
+    assert tokens == ["old", "new-token"]
+    assert keeper.signer(clock.now()) is not None
+
+
+@pytest.mark.anyio
+async def test_ready_does_not_wait_for_a_session_that_ends_within_the_margin(tmp_path):
+    """A session with less left than a call may take: READY=1 at once, roles parked."""
+    clock = JumpClock()
+    config = mfa_config(tmp_path)
+    soon = creds("ASIASOONSESSION0000", clock.now() + timedelta(seconds=5))
+    save_session(config.session.session_file, StoredSession(SERIAL, soon, clock.now()))
+    sts = ScriptedSts(clock, lifetime=3600)
+    daemon = Daemon(
+        config, sts, log=Recorder(), clock=clock, handle_signals=False, start_spread=0.0
+    )
+    async with anyio.create_task_group() as tg:
+        with anyio.fail_after(10):  # STARTUP_LIMIT is 60 s: this fails if READY waits for it
+            await tg.start(daemon.run)
+        daemon.stop()
+    assert sts.calls == []
+
+
+def test_a_replaced_expired_session_withdraws_the_one_held():
+    held = (creds("ASIAHELD00000000000", NOW + timedelta(hours=12)), SERIAL, NOW)
+    track, _ = observed(Track(next_check=NOW), MFA, held, None, NOW, "/c.toml")
+    old = (creds("ASIAOLDANDEXPIRED00", NOW - timedelta(hours=1)), SERIAL, NOW)
+    track, events = observed(track, MFA, old, None, NOW + timedelta(minutes=1), "/c.toml")
+    assert track.session is None
+    assert names(events) == ["source.session_required"]

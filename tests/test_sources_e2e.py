@@ -16,7 +16,7 @@ import pytest
 from botocore.configloader import raw_config_parse
 
 from process_support import NotifySocket, Proc, clean_env, run_cli, write_config
-from support.fakests import BAD_WEB_TOKEN, Faults
+from support.fakests import BAD_WEB_TOKEN, ECHOED_MFA_CODE, ECHOED_WEB_TOKEN, Faults
 
 SERIAL = "arn:aws:iam::123456789012:mfa/alice"
 HUB = "arn:aws:iam::111111111111:role/ci-hub"
@@ -309,3 +309,28 @@ def test_check_refuses_a_long_role_under_an_mfa_session_with_exit_78(tmp_path, f
     result = run_cli(["check", "--config", str(config)], clean_env(tmp_path))
     assert result.returncode == 78
     assert f"{config}: roles[2].duration_seconds: 7200 is above 3600" in result.stderr
+
+
+def test_an_mfa_code_sts_quotes_back_is_not_printed(tmp_path, fake_sts):
+    config, _ = mfa_setup(tmp_path, fake_sts)
+    result = run_cli(
+        ["mfa", "--code", ECHOED_MFA_CODE, "--config", str(config)], clean_env(tmp_path)
+    )
+    assert result.returncode == 1
+    assert "ValidationError" in result.stderr
+    assert ECHOED_MFA_CODE not in result.stdout + result.stderr
+
+
+def test_a_long_web_identity_token_sts_quotes_back_is_not_printed_even_in_part(tmp_path, fake_sts):
+    """The quoted token crosses the 1024-character cut of error messages: it is redacted before
+    the cut, so no piece of it survives (in events, role failures or the state file)."""
+    token = ECHOED_WEB_TOKEN + "".join(f"{i:04d}" for i in range(400))  # 1605 characters
+    config, _ = web_setup(tmp_path, fake_sts, token)
+    result = run_cli(["once", "--config", str(config)], clean_env(tmp_path))
+    assert result.returncode == 1
+    state = (tmp_path / "state.json").read_text()
+    assert "[REDACTED]" in result.stdout
+    assert "[REDACTED]" in state
+    pieces = [token[i : i + 16] for i in range(0, len(token) - 16, 8)]
+    for text in (result.stdout, result.stderr, state):
+        assert not [p for p in pieces if p in text]

@@ -149,16 +149,20 @@ def session_answer(
     )
 
 
-def clean_failure(failure: RefreshFailed, role: Role) -> RefreshFailed:
-    """``failure`` made safe to print: external id redacted, controls escaped, size bounded.
+def clean_failure(
+    failure: RefreshFailed, role: Role, secrets: tuple[str, ...] = ()
+) -> RefreshFailed:
+    """``failure`` made safe to print: secrets redacted, controls escaped, size bounded.
 
     STS (or a party on the path) writes the message; it reaches events, the state file and
-    ``status``. Pure.
+    ``status``. The role's external id and ``secrets`` (a web identity token, an MFA code) are
+    replaced before the message is cut, so a cut can never leave part of one behind. Pure.
     """
+    hidden = tuple(s for s in (role.external_id, *secrets) if s)
 
     def clean(text: str, limit: int) -> str:
-        if role.external_id:
-            text = text.replace(role.external_id, REDACTED)
+        for secret in hidden:
+            text = text.replace(secret, REDACTED)
         return printable(text, limit)
 
     code, message = clean(failure.code, 128), clean(failure.message, MESSAGE_MAX)

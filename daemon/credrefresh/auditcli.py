@@ -231,7 +231,7 @@ def load_trail(name: str, stdin: IO[bytes] | None) -> object:
             raise InputError(f"cannot read {name}: {exc}") from exc
     try:
         return json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise DataError(f"{name}: not JSON ({exc})") from exc
 
 

@@ -112,7 +112,7 @@ def _looked_up(data: Mapping[str, Any]) -> TrailRecord:
     if isinstance(embedded, str):
         try:
             full = json.loads(embedded)
-        except ValueError:
+        except (ValueError, RecursionError):
             full = None
         if isinstance(full, dict):
             return _record(full)

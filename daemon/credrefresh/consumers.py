@@ -108,7 +108,7 @@ def credential_process(config: Config, profile: str, now: datetime | None = None
             credentials = from_endpoint(config, profile)
         except urllib.error.HTTPError as exc:
             raise ConsumerError(endpoint_refusal(profile, exc)) from None
-        except (OSError, ValueError):
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
             credentials = from_file(config, profile)  # no daemon listening: the file may do
     else:
         credentials = from_file(config, profile)
@@ -173,7 +173,7 @@ def endpoint_refusal(profile: str, exc: urllib.error.HTTPError) -> str:
     """One line for a refusal of the endpoint (its ``message``, never a header)."""
     try:
         message = str(json.loads(exc.read(4096)).get("message", ""))
-    except (ValueError, AttributeError, OSError):
+    except (ValueError, AttributeError, OSError, RecursionError):
         message = ""
     return f"profile {profile!r}: the credrefresh endpoint answered {exc.code} {message}".strip()
 

@@ -117,6 +117,7 @@ class Daemon:
                 config.path,
                 clock=self.clock,
                 policy=config.refresh,
+                margin=self._margin(config),
                 emit=self._emit,
                 on_change=self._session_changed,
                 obtain=None if session_obtain is None else lambda: session_obtain(self.config),
@@ -287,21 +288,28 @@ class Daemon:
         sp = state.role.source_profile
         parent = None if sp is None else self.states.get(sp)
         if sp is None and self.keeper is not None:
-            source = self.keeper.signer(now, timedelta(seconds=2 * self.config.sts_timeout))
+            source = self.keeper.signer(now)
             if source is None:
                 self._park(state, now)
                 return
         if parent is not None:
             # Never call with a parent session that could expire during the call.
-            margin = timedelta(seconds=2 * self.config.sts_timeout)
+            margin = self._margin(self.config)
             source = chains.signer(self.live.get(parent.role.profile), now, margin)
             if source is None:
                 pulled = chains.pulled(parent, now, in_flight=parent.role.profile in self.in_flight)
                 self.states[parent.role.profile] = pulled
                 self._apply(state.role.profile, roles.waiting(state, pulled, now, CHAIN_RETRY))
                 return
+        if state.waiting_for is not None:  # the wait is over
+            self.states[state.role.profile] = replace(state, waiting_for=None)
         self.in_flight.add(state.role.profile)
         self._tg.start_soon(self._refresh, state.role, state.generation, source)
+
+    @staticmethod
+    def _margin(config: Config) -> timedelta:
+        """A signing session must outlive this: a call's connect and read timeouts."""
+        return timedelta(seconds=2 * config.sts_timeout)
 
     def _park(self, state: RoleState, now: datetime) -> None:
         """No [source] session to sign with: wait for one (the keeper logs why, once)."""
@@ -535,7 +543,7 @@ class Daemon:
         self.config = new
         self.limiter.total_tokens = new.max_concurrency
         if self.keeper is not None and new.session is not None:
-            self.keeper.adopt(new.session, new.refresh)
+            self.keeper.adopt(new.session, new.refresh, self._margin(new))
         if plan.sts_changed:
             await self.sts.reset(new)
         self._emit(

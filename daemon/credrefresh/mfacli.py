@@ -55,7 +55,26 @@ def read_code(given: str | None) -> str | None:
         return None
     sys.stderr.write("MFA code: ")
     sys.stderr.flush()
-    return sys.stdin.readline(64).strip()
+    return read_quietly().strip()
+
+
+def read_quietly() -> str:
+    """One line from the terminal on stdin, not echoed (the code is secret for 30 s)."""
+    import termios  # noqa: PLC0415 - POSIX only, and only for the prompt
+
+    fd = sys.stdin.fileno()
+    try:
+        saved = termios.tcgetattr(fd)
+    except termios.error:
+        return sys.stdin.readline(64)
+    quiet = list(saved)
+    quiet[3] &= ~termios.ECHO  # lflags
+    termios.tcsetattr(fd, termios.TCSAFLUSH, quiet)
+    try:
+        return sys.stdin.readline(64)
+    finally:
+        termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
+        sys.stderr.write("\n")
 
 
 def mfa(config: Config, code_option: str | None, log: Any) -> int:  # noqa: ANN401

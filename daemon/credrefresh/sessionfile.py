@@ -28,7 +28,7 @@ from credrefresh.safefs import check_directory, ensure_directory, open_regular
 __all__ = ["MAX_SIZE", "StoredSession", "load_session", "save_session"]
 
 VERSION: Final = 1
-MAX_SIZE: Final = 128 * 1024  # a session token is a few KiB; 64 KiB is the most we accept
+MAX_SIZE: Final = 128 * 1024  # a session token is a few KiB (TOKEN_RE allows up to 64 KiB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +98,7 @@ def load_session(path: str) -> StoredSession | None:
         raise CredentialsFileError(f"{path}: larger than {MAX_SIZE} bytes; not an MFA session")
     try:
         document = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # a few KiB of "[" recurse past the stack
         raise CredentialsFileError(f"{path}: not JSON; not an MFA session") from None
     return parse_session(path, document)
 

@@ -1,12 +1,16 @@
 """The task that keeps the ``[source]`` session for ``run``: the I/O around ``sourcesession``.
 
-* MFA: every ``MFA_POLL`` seconds it reads the session file (a ``stat`` when nothing changed), so
-  a session stored by ``credrefresh mfa`` is picked up without a restart.
+* MFA: every ``MFA_POLL`` seconds it reads the session file afresh, in a worker thread (a few
+  KiB; the ownership and mode checks run every time), so a session stored by ``credrefresh mfa``
+  is picked up without a restart, and a file removed, replaced or made writable by others
+  withdraws the session within one poll.
 * Web identity: it calls AssumeRoleWithWebIdentity (through ``obtain``) when the session is due
-  (half-life, like a role) and backs off when that fails.
+  (half-life, like a role), backs off when that fails, and retries at once when the token file
+  changes during a backoff (the kubelet rotated it).
 
 The engine asks ``signer`` for the session to sign with; roles that find none wait ("parked")
-and are made due again through ``on_change`` as soon as a session arrives.
+and are made due again through ``on_change`` as soon as a session arrives. Nothing a file or STS
+does can end the task: an unexpected error becomes the session's problem.
 """
 
 from __future__ import annotations
@@ -28,14 +32,32 @@ from credrefresh.model import Credentials, ErrorInfo, Issued, format_time
 from credrefresh.seams import Clock
 from credrefresh.sessionfile import load_session
 from credrefresh.settings import RefreshPolicy
-from credrefresh.sourceconfig import MfaSource, SessionSource
+from credrefresh.sourceconfig import MfaSource, SessionSource, WebIdentitySource
 from credrefresh.sourcesession import MFA_POLL, Track
 
 __all__ = ["SessionKeeper"]
 
 LONGEST_SLEEP: Final = 10.0  # look at least this often (clock jumps, a resumed machine)
+SHORTEST_SLEEP: Final = 0.05
 
 Obtain = Callable[[], Awaitable[Issued]]
+Stamp = tuple[int, int, int, int]
+
+
+def identity(source: SessionSource) -> tuple[str, ...]:
+    """What makes a session another one (a new lead or duration does not)."""
+    if isinstance(source, MfaSource):
+        return ("mfa", source.serial, source.session_file)
+    return ("web", source.token_file, source.role_arn, source.session_name)
+
+
+def stamp(path: str) -> Stamp | None:
+    """The file's (inode, size, mtime, ctime), or ``None`` when it cannot be looked at."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 class SessionKeeper:
@@ -48,6 +70,7 @@ class SessionKeeper:
         *,
         clock: Clock,
         policy: RefreshPolicy,
+        margin: timedelta,
         emit: Callable[..., None],
         on_change: Callable[[], None],
         obtain: Obtain | None = None,
@@ -57,32 +80,38 @@ class SessionKeeper:
         self.config_path = config_path
         self.clock = clock
         self.policy = policy
+        self.margin = margin
         self.emit = emit
         self.on_change = on_change
         self.obtain = obtain
         self.rng = rng
         self.track = Track(next_check=clock.now())
-        self.stamp: tuple[int, int, int] | None = None  # the session file's (ino, size, mtime)
+        self.looked = False  # the first look is done: "no session" is then an answer
+        self.token_stamp: Stamp | None = None  # the token file as the last attempt read it
         self.wake = anyio.Event()
 
-    def adopt(self, source: SessionSource, policy: RefreshPolicy) -> None:
-        """A reload: a different source starts over."""
-        if source != self.source:
-            self.source = source
+    def adopt(self, source: SessionSource, policy: RefreshPolicy, margin: timedelta) -> None:
+        """A reload: another device, file or role starts over; a new lead does not."""
+        if identity(source) != identity(self.source):
             self.track = Track(next_check=self.clock.now())
-            self.stamp = None
+            self.looked = False
+            self.token_stamp = None
+        self.source = source
         self.policy = policy
+        self.margin = margin
         self.wake.set()
 
-    def signer(self, now: datetime, margin: timedelta) -> Credentials | None:
+    def signer(self, now: datetime, margin: timedelta | None = None) -> Credentials | None:
         """The session to sign a role's call with, if one outlives ``margin``."""
-        return sourcesession.usable(self.track, now, margin)
+        return sourcesession.usable(self.track, now, self.margin if margin is None else margin)
 
     @property
     def blocked(self) -> bool:
-        """Whether there is no usable session and a person (or a retry) must act first."""
-        no_session = self.signer(self.clock.now(), timedelta(0)) is None
-        return no_session and self.track.problem is not None
+        """Whether the keeper has looked and has no session fit to sign with.
+
+        Parked roles then count as tried: READY=1 does not wait for a person.
+        """
+        return self.looked and self.signer(self.clock.now()) is None
 
     def summary(self, now: datetime) -> dict[str, object]:
         """What the state file records (no secrets: the key id and expiry, the problem)."""
@@ -105,66 +134,76 @@ class SessionKeeper:
         task_status.started()
         while True:
             self.wake = anyio.Event()
-            wait = (self.track.next_check - self.clock.now()).total_seconds()
-            if self.track.session is not None:
-                # Wake for the expiring and expired events too.
-                for moment in self._deadlines():
-                    ahead = (moment - self.clock.now()).total_seconds()
-                    if ahead > 0:
-                        wait = min(wait, ahead)
-            with anyio.move_on_after(min(max(wait, 0.05), LONGEST_SLEEP)):
+            with anyio.move_on_after(self._sleep()):
                 await self.wake.wait()
             await self.look()
 
-    def _deadlines(self) -> list[datetime]:
+    def _sleep(self) -> float:
+        now = self.clock.now()
+        moments = [self.track.next_check]
         session = self.track.session
-        assert session is not None  # noqa: S101 - checked by the caller
-        lead = timedelta(seconds=self.source.lead)
-        return [session.expiration - lead, session.expiration]
+        if session is not None:  # wake for the expiring and expired events too
+            moments += [session.expiration - timedelta(seconds=self.source.lead)]
+            moments += [session.expiration]
+        ahead = [(m - now).total_seconds() for m in moments]
+        wait = min([a for a in ahead if a > 0] or [SHORTEST_SLEEP])
+        if isinstance(self.source, WebIdentitySource) and self.track.problem is not None:
+            wait = min(wait, MFA_POLL)  # watch the token file during a backoff
+        return min(max(wait, SHORTEST_SLEEP), LONGEST_SLEEP)
 
     async def look(self) -> None:
         """One observation: read the file (MFA) or obtain a session when due (web identity)."""
         now = self.clock.now()
         before = (self.track.session, self.track.problem)
-        if isinstance(self.source, MfaSource):
-            if now >= self.track.next_check:
-                await self._read_file(self.source, now)
-            else:
-                self._apply(sourcesession.ticked(self.track, self.source, now, self.config_path))
-        elif now >= self.track.next_check and self.obtain is not None:
-            await self._obtain()
-        else:
+        try:
+            if isinstance(self.source, MfaSource):
+                if now >= self.track.next_check:
+                    await self._read_file(self.source, now)
+            elif self.obtain is not None and (
+                now >= self.track.next_check or await self._token_rotated()
+            ):
+                await self._obtain(now)
             self._apply(sourcesession.ticked(self.track, self.source, now, self.config_path))
+        except Exception as exc:  # noqa: BLE001 - a hostile file or answer must not end run
+            problem = f"unexpected error: {type(exc).__name__}"
+            retry = now + timedelta(seconds=MFA_POLL)
+            self.track = replace(self.track, session=None, problem=problem, next_check=retry)
+            self._apply(sourcesession.ticked(self.track, self.source, now, self.config_path))
+        self.looked = True
         if (self.track.session, self.track.problem) != before:
             self.on_change()
 
     async def _read_file(self, source: MfaSource, now: datetime) -> None:
-        path = source.session_file
-        try:
-            info = os.stat(path)
-            stamp: tuple[int, int, int] | None = (info.st_ino, info.st_size, info.st_mtime_ns)
-        except OSError:
-            stamp = None
-        if stamp is not None and stamp == self.stamp:
-            track = replace(self.track, next_check=now + timedelta(seconds=MFA_POLL))
-            self._apply(sourcesession.ticked(track, source, now, self.config_path))
-            return
         found = None
         error = None
         try:
-            stored = await anyio.to_thread.run_sync(load_session, path)
+            stored = await anyio.to_thread.run_sync(load_session, source.session_file)
         except CredrefreshError as exc:
             error = str(exc)
         else:
             if stored is not None:
                 found = (stored.credentials, stored.serial, stored.obtained_at)
-        self.stamp = stamp if error is None else None
         self._apply(sourcesession.observed(self.track, source, found, error, now, self.config_path))
 
-    async def _obtain(self) -> None:
+    async def _token_rotated(self) -> bool:
+        if self.track.problem is None or not isinstance(self.source, WebIdentitySource):
+            return False
+        current = await anyio.to_thread.run_sync(stamp, self.source.token_file)
+        return current is not None and current != self.token_stamp
+
+    async def _obtain(self, now: datetime) -> None:
         assert self.obtain is not None  # noqa: S101 - checked by the caller
+        if isinstance(self.source, WebIdentitySource):
+            self.token_stamp = await anyio.to_thread.run_sync(stamp, self.source.token_file)
         try:
             issued = await self.obtain()
+            if issued.credentials.expiration - self.clock.now() <= self.margin:
+                raise RefreshFailed(  # noqa: TRY301 - one path for every failure
+                    "InvalidStsResponse",
+                    f"the session expires at {format_time(issued.credentials.expiration)}, "
+                    "too soon to sign with (is this machine's clock right?)",
+                    transient=True,
+                )
         except RefreshFailed as exc:
             error = ErrorInfo(exc.code, exc.message, exc.transient, self.clock.now())
             self._apply(
@@ -172,13 +211,7 @@ class SessionKeeper:
             )
             return
         self._apply(
-            sourcesession.obtained(
-                self.source,
-                issued.credentials,
-                self.clock.now(),
-                self.policy,
-                self.rng(),
-            )
+            sourcesession.obtained(self.source, issued.credentials, now, self.policy, self.rng())
         )
 
     def _apply(self, outcome: tuple[Track, tuple[Event, ...]]) -> None:

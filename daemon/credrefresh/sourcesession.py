@@ -150,6 +150,8 @@ def observed(
         track = replace(track, session=None, obtained_at=None)
     if found is not None and found[0].expiration <= now:
         problem = problem or "MFA session expired"
+        if track.session is None or track.session.access_key_id != found[0].access_key_id:
+            track = replace(track, session=None, obtained_at=None)  # replaced by an expired one
     if found is not None and problem is None:
         creds, _, obtained_at = found
         if track.session is not None and track.session.access_key_id == creds.access_key_id:
@@ -176,8 +178,11 @@ def obtained(
     u: float,
 ) -> tuple[Track, tuple[Event, ...]]:
     """A web identity session arrived: use it, and renew it like a role (at half-life)."""
+    # Never sooner than the first backoff: a session STS says is (nearly) over must not make
+    # the keeper call it again at once.
+    earliest = now + timedelta(seconds=max(policy.backoff_initial, 1.0))
     new = Track(
-        next_check=next_refresh(now, creds.expiration, policy, u),
+        next_check=max(next_refresh(now, creds.expiration, policy, u), earliest),
         session=creds,
         obtained_at=now,
     )

@@ -96,7 +96,7 @@ def load_state(path: str) -> dict[str, Any] | None:
             return None
         with open(fd, "rb") as handle:
             document = json.load(handle)
-    except (OSError, ValueError, CredentialsFileError):
+    except (OSError, ValueError, RecursionError, CredentialsFileError):
         return None
     if not isinstance(document, dict) or document.get("version") != STATE_VERSION:
         return None

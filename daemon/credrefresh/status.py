@@ -28,6 +28,7 @@ from credrefresh.logs import Output, scrub, stderr
 from credrefresh.model import format_time, parse_time
 from credrefresh.schedule import human_duration
 from credrefresh.state import load_state
+from credrefresh.text import printable
 
 __all__ = ["ProfileStatus", "decide", "exit_code", "render_table", "status"]
 
@@ -175,9 +176,7 @@ def session_status(
                 expiration = stored.credentials.expiration
     else:
         row["role_arn"] = source.role_arn
-        recorded = (saved or {}).get("source_session") or {}
-        expiration = parse_time(str(recorded.get("expiration") or ""))
-        problem = recorded.get("problem")
+        expiration, problem = recorded_session(saved)
     if expiration is not None:
         row["expiration"] = format_time(expiration)
         left = (expiration - now).total_seconds()
@@ -188,6 +187,18 @@ def session_status(
     if row["state"] in {"missing", "expired"}:
         row["action"] = action(source, config.path)
     return row
+
+
+def recorded_session(saved: Mapping[str, Any] | None) -> tuple[datetime | None, str | None]:
+    """The web identity session's expiry and problem as ``run`` recorded them."""
+    recorded = (saved or {}).get("source_session")
+    if not isinstance(recorded, Mapping):  # the state file is ours, but never trusted
+        return None, None
+    problem = recorded.get("problem")
+    return (
+        parse_time(str(recorded.get("expiration") or "")),
+        None if problem is None else printable(str(problem), 300),
+    )
 
 
 def exit_code(rows: Sequence[ProfileStatus]) -> int:

@@ -38,7 +38,7 @@ from credrefresh.sts import (
 
 __all__ = ["MAX_TOKEN", "WebIdentity", "get_session_token", "obtain_session", "read_token"]
 
-MAX_TOKEN: Final = 64 * 1024  # OIDC tokens are a few KiB; STS accepts at most 20,000 characters
+MAX_TOKEN: Final = 20_000  # STS accepts at most 20,000 characters; OIDC tokens are a few KiB
 WEB_SOURCE: Final = "[source] web identity"
 MFA_SOURCE: Final = "[source] MFA session"
 
@@ -63,14 +63,18 @@ async def _call(config: Config, profile: str | None, operation: str, **params: A
             return await getattr(client, operation)(**params)
 
 
-def _failure(exc: BaseException, config: Config, stand_in: Role) -> RefreshFailed:
-    if isinstance(exc, RefreshFailed):
-        return exc
+def _failure(exc: BaseException, config: Config, stand_in: Role, secret: str) -> RefreshFailed:
+    """``exc`` as a documented failure, with ``secret`` (the code or token) redacted first."""
     if isinstance(exc, TimeoutError):
-        return RefreshFailed(
+        failure = RefreshFailed(
             "Timeout", f"no answer within {call_deadline(config):g} s", transient=True
         )
-    return clean_failure(classify(exc, config.source_profile), stand_in)
+    elif isinstance(exc, RefreshFailed):
+        failure = exc
+    else:
+        failure = classify(exc, config.source_profile)
+    failure = clean_failure(failure, stand_in, (secret,))
+    return RefreshFailed(failure.code, failure.message, transient=failure.transient, source=True)
 
 
 async def get_session_token(config: Config, mfa: MfaSource, code: str) -> Issued:
@@ -93,9 +97,7 @@ async def get_session_token(config: Config, mfa: MfaSource, code: str) -> Issued
         )
         credentials = session_answer(stand_in, response, started=started, longest=mfa.duration)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one documented error
-        failure = _failure(exc, config, stand_in)
-        message = failure.message.replace(code, "[REDACTED]") if code else failure.message
-        raise RefreshFailed(failure.code, message, transient=failure.transient) from None
+        raise _failure(exc, config, stand_in, code) from None
     return Issued(
         profile=MFA_SOURCE,
         role_arn=mfa.serial,
@@ -127,13 +129,13 @@ def read_token(path: str) -> str:
     if fd is None:
         raise bad("does not exist")
     with os.fdopen(fd, "rb") as handle:
-        data = handle.read(MAX_TOKEN + 1)
-    if len(data) > MAX_TOKEN:
-        raise bad(f"larger than {MAX_TOKEN} bytes; not a token")
-    token = data.decode("ascii", "replace").strip()
-    if not token or not token.isprintable() or " " in token:
+        data = handle.read(MAX_TOKEN + 2)  # the token and one newline
+    token = data.strip()
+    if len(token) > MAX_TOKEN:
+        raise bad(f"larger than {MAX_TOKEN} characters, the most STS accepts; not a token")
+    if not token or not all(0x21 <= byte <= 0x7E for byte in token):  # noqa: PLR2004
         raise bad("empty, or not one line of printable ASCII; not a token")
-    return token
+    return token.decode("ascii")
 
 
 class WebIdentity:
@@ -171,10 +173,8 @@ class WebIdentity:
                 duration_ms=round((time.perf_counter() - clock) * 1000, 1),
             )
         except Exception as exc:  # noqa: BLE001 - every failure becomes one documented error
-            failure = _failure(exc, self.config, self.stand_in)
-        # STS quotes request values back; the token must never reach a message.
-        message = failure.message.replace(token, "[REDACTED]")
-        raise RefreshFailed(failure.code, message, transient=failure.transient, source=True)
+            # STS quotes request values back; the token must never reach a message.
+            raise _failure(exc, self.config, self.stand_in, token) from None
 
 
 async def obtain_session(config: Config) -> Issued:

@@ -334,6 +334,9 @@ class SessionCall:
 # The one MFA code the fake refuses, and the one web identity token it calls invalid.
 BAD_MFA_CODE: Final = "000000"
 BAD_WEB_TOKEN: Final = "invalid-token"
+# A code and a token prefix whose values the fake quotes back in its error message.
+ECHOED_MFA_CODE: Final = "999999"
+ECHOED_WEB_TOKEN: Final = "echo-"
 
 
 def session_xml(action: str, result: str, request_id: str) -> str:
@@ -1024,6 +1027,8 @@ class FakeSTS:
         serial, code = params.get("SerialNumber"), params.get("TokenCode")
         if not serial or not code:
             raise _validation_error("SerialNumber and TokenCode are required here")
+        if code == ECHOED_MFA_CODE:  # as a proxy or a future STS might: quote the value back
+            raise _validation_error(f"Value '{code}' at 'tokenCode' failed to satisfy constraint")
         if code == BAD_MFA_CODE or not code.isdigit() or len(code) != 6:
             raise _STSError(
                 403,
@@ -1051,6 +1056,11 @@ class FakeSTS:
         token = params.get("WebIdentityToken") or ""
         if not token:
             raise _validation_error("WebIdentityToken is required")
+        if token.startswith(ECHOED_WEB_TOKEN):
+            raise _validation_error(
+                f"1 validation error detected: Value '{token}' at 'webIdentityToken' failed to "
+                "satisfy constraint: Member must have length less than or equal to 20000"
+            )
         if token == BAD_WEB_TOKEN:
             raise _STSError(400, "InvalidIdentityToken", "Couldn't retrieve verification key")
         req = _parse_assume_role(params)
