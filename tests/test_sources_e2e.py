@@ -283,18 +283,20 @@ def test_mfa_asks_for_the_code_on_a_terminal(tmp_path, fake_sts):
     """With stdin a terminal (a real pseudo-terminal here), mfa prompts and reads the code."""
     config, _ = mfa_setup(tmp_path, fake_sts)
     leader, follower = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "credrefresh", "mfa", "--config", str(config)],
+        env=clean_env(tmp_path),
+        stdin=follower,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "credrefresh", "mfa", "--config", str(config)],
-            env=clean_env(tmp_path),
-            stdin=follower,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        os.write(leader, b"246810\n")
+        os.write(leader, b"246810\n")  # typed ahead of the prompt: must not be discarded
         _, err = proc.communicate(timeout=60)
     finally:
+        proc.kill()
+        proc.wait()
         os.close(leader)
         os.close(follower)
     assert proc.returncode == 0, err

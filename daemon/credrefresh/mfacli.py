@@ -69,11 +69,12 @@ def read_quietly() -> str:
         return sys.stdin.readline(64)
     quiet = list(saved)
     quiet[3] &= ~termios.ECHO  # lflags
-    termios.tcsetattr(fd, termios.TCSAFLUSH, quiet)
+    # TCSADRAIN, not TCSAFLUSH: a code typed (or pasted) before the prompt is kept.
+    termios.tcsetattr(fd, termios.TCSADRAIN, quiet)
     try:
         return sys.stdin.readline(64)
     finally:
-        termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
         sys.stderr.write("\n")
 
 
