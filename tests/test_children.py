@@ -17,7 +17,7 @@ import pytest
 from aiobotocore.session import AioSession
 
 from credrefresh import children
-from process_support import NotifySocket, clean_env, write_config
+from process_support import NotifySocket, clean_env, run_cli, write_config
 
 # The helper starts a grandchild, tells the test both pids over a datagram socket, and hangs.
 HELPER = """\
@@ -173,7 +173,10 @@ def test_once_times_out_a_hung_helper_and_leaves_nothing_behind(tmp_path, fake_s
         out, err = proc.communicate(timeout=60)  # the deadline is 20.2 s
         assert proc.returncode == 1, err
         failed = [json.loads(line) for line in out.splitlines() if "refresh_failed" in line]
-        assert [e["error_code"] for e in failed] == ["Timeout"]
+        # A hang while resolving the source is the source's failure, naming its helper.
+        assert [e["error_code"] for e in failed] == ["SourceCredentialsError"]
+        assert failed[0]["error"].startswith("credential_process 'helper.py' of profile 'helper'")
+        assert "no answer within" in failed[0]["error"]
         assert survivors(pids, f"HELPER_REPORT={report.path}") == []
     finally:
         if proc.poll() is None:
@@ -205,3 +208,25 @@ def test_sigterm_of_once_leaves_no_helper_behind(tmp_path, fake_sts, report):
             proc.kill()
             proc.communicate(timeout=10)
         end(pids)
+
+
+def test_a_failing_helper_is_named_in_the_failure(tmp_path, fake_sts):
+    """A source helper that exits 1 fails the role with SourceCredentialsError naming the
+    program (never its arguments, which may hold a secret)."""
+    script = tmp_path / "vault-helper"
+    script.write_text(f"#!{sys.executable}\nimport sys\nsys.exit('locked')\n")
+    script.chmod(0o755)
+    aws = tmp_path / "aws-config"
+    aws.write_text(f"[profile helper]\ncredential_process = {script} --password hunter2\n")
+    path = write_config(tmp_path / "c.toml", tmp_path / "credentials", fake_sts.url, ["a"])
+    with path.open("a") as toml:
+        toml.write('[source]\nprofile = "helper"\n')
+    env = clean_env(tmp_path, AWS_CONFIG_FILE=str(aws))
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        env.pop(key)
+    result = run_cli(["once", "--config", str(path)], env)
+    assert result.returncode == 1
+    (failed,) = [json.loads(x) for x in result.stdout.splitlines() if "refresh_failed" in x]
+    assert failed["error_code"] == "SourceCredentialsError"
+    assert failed["error"].startswith("credential_process 'vault-helper' of profile 'helper': ")
+    assert "hunter2" not in result.stdout + result.stderr

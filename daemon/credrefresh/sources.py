@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from credrefresh.config import Config
+from credrefresh.text import printable
 
-__all__ = ["MAX_FILE", "SHADOWING_KEYS", "Findings", "inspect"]
+__all__ = ["MAX_FILE", "SHADOWING_KEYS", "Findings", "helper_program", "inspect"]
 
 MAX_FILE: Final = 16 * 1024 * 1024
 # Keys of a config-file profile that make SDKs resolve it themselves, ignoring static keys.
@@ -90,6 +91,23 @@ def profiles_known(env: Mapping[str, str]) -> tuple[str, str, set[str], dict[str
             in_config[section.removeprefix("profile ").strip()] = values
     names = set(read_ini(credentials)) | set(in_config)
     return credentials, config, names, in_config
+
+
+def helper_program(profile: str | None, env: Mapping[str, str] | None = None) -> str | None:
+    """The program a profile's ``credential_process`` runs, or ``None`` when it has none.
+
+    Its base name only, never its arguments, which may hold secrets. Reads the AWS files.
+    """
+    environ = os.environ if env is None else env
+    name = profile or environ.get("AWS_PROFILE") or environ.get("AWS_DEFAULT_PROFILE") or "default"
+    credentials, _, _, in_config = profiles_known(environ)
+    command = in_config.get(name, {}).get("credential_process")
+    if command is None:
+        command = read_ini(credentials).get(name, {}).get("credential_process")
+    words = (command or "").split()
+    if not words:
+        return None
+    return printable(os.path.basename(words[0].strip("'\"")), 64)
 
 
 def clip(name: str) -> str:

@@ -48,6 +48,7 @@ from credrefresh.answer import clean_failure, validate_answer
 from credrefresh.config import Config, Role
 from credrefresh.errors import RefreshFailed
 from credrefresh.model import Credentials, Issued
+from credrefresh.sources import helper_program
 
 __all__ = ["AioStsClient", "EndpointSession", "StsClient", "classify"]
 
@@ -144,6 +145,43 @@ def classify(exc: BaseException, source_profile: str | None = None) -> RefreshFa
         detail = f"{type(exc).__name__}: {exc}"
         return RefreshFailed("SourceCredentialsError", detail, transient=False, source=True)
     return RefreshFailed("UnexpectedError", f"{type(exc).__name__}: {exc}", transient=True)
+
+
+def unsigned(config: Config, role: Role, source: Credentials | None) -> None:
+    """Refuse a call that would sign with the wrong credentials (before any request).
+
+    Raises:
+        RefreshFailed: a chained role without its parent's session, or a role the ``[source]``
+            session signs without that session.
+    """
+    chained = role.source_profile is not None and config.role(role.source_profile)
+    if source is None and chained:
+        # Never sign with what credrefresh itself wrote to the file.
+        raise RefreshFailed(
+            "SourceUnavailable",
+            f"the source role {role.source_profile!r} has no valid session",
+            transient=True,
+        )
+    if source is None and role.source_profile is None and config.session is not None:
+        # The [source] session signs these; the source's own keys never do.
+        raise RefreshFailed(
+            "SourceSessionRequired",
+            f"no valid [source] {config.session.kind} session to sign with",
+            transient=False,
+        )
+
+
+async def helper_failure(failure: RefreshFailed, profile: str | None, detail: str) -> RefreshFailed:
+    """``failure`` naming the source profile's ``credential_process`` helper, when it has one."""
+    helper = await anyio.to_thread.run_sync(helper_program, profile)
+    if helper is None:
+        return failure
+    return RefreshFailed(
+        "SourceCredentialsError",
+        f"credential_process {helper!r} of profile {profile or 'default'!r}: {detail}",
+        transient=True,
+        source=True,
+    )
 
 
 def request(role: Role) -> dict[str, Any]:
@@ -378,27 +416,14 @@ class AioStsClient:
         by ``role.source_profile``. A ``source_profile`` that is not a configured role is a
         profile of the AWS config files, resolved by botocore.
         """
-        config = self._current.config
-        chained = role.source_profile is not None and config.role(role.source_profile)
-        if source is None and chained:
-            # Never sign with what credrefresh itself wrote to the file.
-            raise RefreshFailed(
-                "SourceUnavailable",
-                f"the source role {role.source_profile!r} has no valid session",
-                transient=True,
-            )
-        if source is None and role.source_profile is None and config.session is not None:
-            # The [source] session signs these; the source's own keys never do.
-            raise RefreshFailed(
-                "SourceSessionRequired",
-                f"no valid [source] {config.session.kind} session to sign with",
-                transient=False,
-            )
+        unsigned(self._current.config, role, source)
         started = datetime.now(UTC)
         clock = time.perf_counter()
         generation = self._current
         generation.users += 1
         keyed: str | None = None
+        client = None
+        profile = role.source_profile or generation.config.source_profile
         try:
             # botocore bounds each HTTP attempt; this bounds the whole call, credential
             # resolution (a hung credential_process, say) and retries included.
@@ -406,13 +431,14 @@ class AioStsClient:
                 keyed, client = await self._signer(generation, role, source)
                 response = await client.assume_role(**request(role))
         except TimeoutError:
-            failure = RefreshFailed(
-                "Timeout",
-                f"no answer within {call_deadline(generation.config):g} s",
-                transient=True,
-            )
+            deadline = call_deadline(generation.config)
+            failure = RefreshFailed("Timeout", f"no answer within {deadline:g} s", transient=True)
+            if client is None and source is None:  # still resolving the source credentials
+                failure = await helper_failure(failure, profile, f"no answer within {deadline:g} s")
         except Exception as exc:  # noqa: BLE001 - one role's failure must never end the run
             failure = clean_failure(classify(exc, generation.config.source_profile), role)
+            if failure.code == "SourceCredentialsError" and source is None:
+                failure = await helper_failure(failure, profile, failure.message)
         else:
             try:
                 return validate_answer(
