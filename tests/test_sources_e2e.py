@@ -336,3 +336,29 @@ def test_a_long_web_identity_token_sts_quotes_back_is_not_printed_even_in_part(t
     pieces = [token[i : i + 16] for i in range(0, len(token) - 16, 8)]
     for text in (result.stdout, result.stderr, state):
         assert not [p for p in pieces if p in text]
+
+
+def test_audit_names_the_mfa_session_that_signed_the_roles(tmp_path, fake_sts):
+    """CloudTrail shows the MFA session's key as the caller of each AssumeRole: `audit key`
+    finds it in the log (as the [source] session of the device), and `audit sessions` lists it
+    once although both `mfa` and `run` announce it."""
+    config, _ = mfa_setup(tmp_path, fake_sts, profiles=("a", "b"))
+    env = clean_env(tmp_path)
+    log = tmp_path / "log.jsonl"
+    stored = run_cli(["mfa", "--code", "123456", "--config", str(config)], env)
+    proc = Proc(["run", "--config", str(config)], env)
+    try:
+        proc.wait_count("role.refreshed", 2)
+        proc.signal(signal.SIGTERM)
+        assert proc.wait_exit(timeout=20) == 0
+    finally:
+        proc.kill()
+    log.write_text(stored.stdout + proc.output())
+    (call,) = fake_sts.session_calls
+    found = run_cli(["audit", "key", "--json", call.access_key_id, str(log)], env)
+    assert found.returncode == 0, found.stderr
+    (session,) = json.loads(found.stdout)["sessions"]
+    assert (session["profile"], session["role_arn"]) == ("[source]", SERIAL)
+    listed = run_cli(["audit", "sessions", "--json", str(log)], env)
+    profiles = [s["profile"] for s in json.loads(listed.stdout)]
+    assert sorted(profiles) == ["[source]", "a", "b"]

@@ -262,9 +262,27 @@ def _key(fields: Mapping[str, Any]) -> str | None:
     return value if value.__class__ is str and KEY_RE.fullmatch(value) else None
 
 
+SESSION_EVENTS: Final = frozenset({"role.refreshed", "source.session_started"})
+SOURCE_PROFILE: Final = "[source]"
+
+
 def session_of(event: LoggedEvent) -> Session | None:
-    """The session a ``role.refreshed`` event records; ``None`` if its fields do not check out."""
+    """The session a ``role.refreshed`` (or ``source.session_started``) event records.
+
+    A ``[source]`` session (MFA, web identity) is listed under the profile ``[source]``, with
+    the MFA device or the web identity role as its role: it is the key CloudTrail shows as the
+    caller of every AssumeRole it signed. ``None`` if the fields do not check out.
+    """
     fields = event.fields
+    if event.name == "source.session_started":
+        device = text_field(fields, "mfa_serial")
+        role = text_field(fields, "role_arn") or device
+        fields = {
+            **fields,
+            "profile": SOURCE_PROFILE,
+            "role_arn": role,
+            "session_name": "mfa" if device else fields.get("session_name"),
+        }
     profile, key, expiration = text_field(fields, "profile"), _key(fields), fields.get("expiration")
     if (
         profile is None
@@ -307,13 +325,17 @@ def served_of(event: LoggedEvent) -> Served | None:
 
 
 def issued(stream: Iterable[LoggedEvent], tally: Tally) -> Iterator[Session]:
-    """Every session the ``role.refreshed`` events record, counting malformed ones."""
+    """Every session the ``role.refreshed`` and ``source.session_started`` events record.
+
+    A source session is listed once, however often it was announced; malformed events count.
+    """
+    sources: set[str] = set()
     for event in stream:
-        if event.name == "role.refreshed":
+        if event.name in SESSION_EVENTS:
             session = session_of(event)
             if session is None:
                 tally.malformed += 1
-            else:
+            elif not once_more(session, sources):
                 yield session
 
 
@@ -321,9 +343,10 @@ def for_keys(
     stream: Iterable[LoggedEvent], keys: Container[str], tally: Tally
 ) -> Iterator[Session | Served]:
     """The sessions that issued, and the hand-outs that served, any of ``keys``."""
+    sources: set[str] = set()
     for event in stream:
         found: Session | Served | None = None
-        if event.name == "role.refreshed":
+        if event.name in SESSION_EVENTS:
             found = session_of(event)
         elif event.name == "credentials.served":
             found = served_of(event)
@@ -331,5 +354,15 @@ def for_keys(
             continue
         if found is None:
             tally.malformed += 1
-        elif found.access_key_id in keys:
+        elif found.access_key_id in keys and not once_more(found, sources):
             yield found
+
+
+def once_more(found: Session | Served, sources: set[str]) -> bool:
+    """Whether ``found`` announces a source session already seen (``sources`` grows)."""
+    if not isinstance(found, Session) or found.profile != SOURCE_PROFILE:
+        return False
+    if found.access_key_id in sources:
+        return True
+    sources.add(found.access_key_id)
+    return False
