@@ -100,17 +100,24 @@ def next_wait(
     new ones wait for the next write are not about to be reported expired. Never more than
     ``horizon`` (the bounded slice that notices clock jumps), never negative.
     """
-    soonest = horizon
+    # The earliest moment first, then one subtraction: this runs on every pass of the
+    # scheduler, over every role (a timedelta per role made it 20 ms at 10,000 roles).
+    limit = now + timedelta(seconds=horizon)
+    soonest = limit
     for name, state in states.items():
-        if name not in in_flight:
-            soonest = min(soonest, (state.due - now).total_seconds())
+        if state.due < soonest and name not in in_flight:
+            soonest = state.due
+        expiration = state.expiration
         if (
-            state.expiration is not None
+            expiration is not None
+            and expiration < soonest
             and not state.expired_reported
             and not awaits_write(name, state, pending)
         ):
-            soonest = min(soonest, (state.expiration - now).total_seconds())
-    return max(soonest, 0.0)
+            soonest = expiration
+    if soonest is limit:
+        return max(horizon, 0.0)
+    return max(min((soonest - now).total_seconds(), horizon), 0.0)
 
 
 def awaits_write(name: str, state: RoleState, pending: Collection[str]) -> bool:
