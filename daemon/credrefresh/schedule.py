@@ -159,17 +159,19 @@ def status_line(states: Iterable[RoleState], now: datetime) -> str:
     """The one-line summary for systemd's ``STATUS=``."""
     fresh = failing = expired = missing = 0
     next_due: datetime | None = None
-    for state in states:
-        valid = state.expiration is not None and state.expiration > now
-        if state.last_error is not None and not valid and state.expiration is not None:
+    for state in states:  # every pass of the scheduler: locals, no call per role
+        expiration, error, due = state.expiration, state.last_error, state.due
+        valid = expiration is not None and expiration > now
+        if error is not None and not valid and expiration is not None:
             expired += 1
-        elif state.last_error is not None or state.conflict:
+        elif error is not None or state.conflict:
             failing += 1
         elif valid:
             fresh += 1
         else:
             missing += 1
-        next_due = state.due if next_due is None else min(next_due, state.due)
+        if next_due is None or due < next_due:
+            next_due = due
     parts = [f"{fresh} fresh", f"{failing} failing"]
     if expired:
         parts.append(f"{expired} expired")
