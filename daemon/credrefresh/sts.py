@@ -220,8 +220,8 @@ class _Generation:
         self.retired = False
         # botocore sessions by the profile they load (None: the default chain), and one that
         # loads none, for keyed clients: each session parses the AWS files (the credentials
-        # file whole, once for its profile map and once more to load the source), so every
-        # client of a generation shares them rather than parse again per region or parent.
+        # file whole, for its profile map and again to load the source: about 3 s at 10,000
+        # profiles), so every client of a generation shares them, whatever its region or parent.
         self.sessions: dict[str | None, AioSession] = {}
         self.bare: AioSession | None = None
         # Clients signing with a parent role's session, by access key id: a parent's rotation
