@@ -1,7 +1,5 @@
 """credrefresh: keep AWS IAM role credentials fresh in the shared credentials file."""
 
-from importlib.metadata import PackageNotFoundError, version
-
 from credrefresh.errors import (
     AlreadyRunning,
     ConfigError,
@@ -9,11 +7,6 @@ from credrefresh.errors import (
     CredrefreshError,
     RefreshFailed,
 )
-
-try:
-    __version__ = version("credrefresh")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
 
 __all__ = [
     "AlreadyRunning",
@@ -23,3 +16,17 @@ __all__ = [
     "RefreshFailed",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> str:
+    # As stamina does: importlib.metadata costs tens of milliseconds at start-up, and only
+    # ``--version`` and the STS client's User-Agent need the version.
+    if name != "__version__":
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("credrefresh")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"

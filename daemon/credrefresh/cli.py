@@ -15,11 +15,10 @@ import sys
 from collections.abc import Sequence
 from typing import Final
 
-from credrefresh import __version__, auditcli, mfacli
+from credrefresh import auditargs, mfacli
 from credrefresh.config import Config, load_config
 from credrefresh.errors import AlreadyRunning, ConfigError, CredentialsFileError
 from credrefresh.logs import Output, scrub, stderr
-from credrefresh.sources import inspect
 
 __all__ = ["main"]
 
@@ -58,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
         prog="credrefresh",
         description="Keep AWS IAM role credentials fresh in the shared credentials file.",
     )
-    top.add_argument("--version", action="version", version=f"credrefresh {__version__}")
+    top.add_argument("--version", action=Version, nargs=0, help="show the version and exit")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("check", parents=[common], help="validate the configuration and exit")
     once = commands.add_parser("once", parents=[common], help="refresh every role once and exit")
@@ -86,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
         default=DEMO_LIFETIME,
         help="credential lifetime, seconds (%(default)s)",
     )
-    auditcli.add_parser(commands)
+    auditargs.add_parser(commands)
     mfacli.add_parser(commands, common)
     for name, text in CONSUMERS.items():
         consumer = commands.add_parser(name, parents=[common], help=text)
@@ -101,6 +100,21 @@ CONSUMERS: Final = {
     "exec": "run a command with those variables (exit status passed through)",
     "credential-process": "print a profile's credentials for credential_process",
 }
+
+
+class Version(argparse.Action):
+    """``--version``, reading the installed metadata only when asked (it costs a start-up)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,  # noqa: ARG002 - argparse's signature
+        values: object,  # noqa: ARG002
+        option_string: str | None = None,  # noqa: ARG002
+    ) -> None:
+        from credrefresh import __version__  # noqa: PLC0415
+
+        parser.exit(message=f"credrefresh {__version__}\n")
 
 
 def duration(text: str) -> float:
@@ -123,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``credrefresh`` console script."""
     args = parser().parse_args(argv)
     if args.command == "audit":
+        from credrefresh import auditcli  # noqa: PLC0415 - imported per command: faster starts
+
         return auditcli.run(args)
     err = stderr()  # a closed stderr drops the message, it never raises
     try:
@@ -187,6 +203,8 @@ def source_warnings(config: Config) -> tuple[str, ...]:
     Raises:
         ConfigError: the source cannot work (missing profile, or one credrefresh writes).
     """
+    from credrefresh.sources import inspect  # noqa: PLC0415 - status does not need it
+
     findings = inspect(config)
     if findings.problems:
         raise ConfigError(config.path, findings.problems)

