@@ -163,13 +163,11 @@ class RoleTable(MutableMapping[str, RoleState]):
         states = self._states
         for name in list(self._deferred):
             state = states.get(name)
-            if (
-                state is None
-                or state.expired_reported
-                or state.expiration is None
-                or state.expiration > now
-            ):
-                self._deferred.discard(name)  # gone, reported, or newer credentials
+            if state is None or state.expired_reported or state.expiration is None:
+                self._deferred.discard(name)  # gone, reported, or replaced
+            elif state.expiration > now:  # the clock went back: wait for it again
+                self._deferred.discard(name)
+                heapq.heappush(self._expiry, (state.expiration, self._order[name], name))
             elif not awaits_write(name, state, pending):
                 self._deferred.discard(name)
                 found[self._order[name]] = name
