@@ -114,6 +114,7 @@ class Daemon:
         self.state_every = state_every
         self.state_wanted = anyio.Event()
         self.state_next_at = 0.0  # monotonic: the state file may be saved again from then on
+        self.file_io = anyio.Lock()  # the credentials-file write and the state-file save
         self.last_ping = -1e9
         self.last_status = ""
         self.stop_reason: str | None = None
@@ -429,10 +430,11 @@ class Daemon:
             await self.state_wanted.wait()
             self.state_wanted = anyio.Event()
             await anyio.sleep(max(0.0, self.state_next_at - time.monotonic()))
-            if self.state_dirty:
-                self.state_dirty = False
-                await self._save_state()
-                self.state_next_at = time.monotonic() + self.state_every
+            async with self.file_io:
+                if self.state_dirty:
+                    self.state_dirty = False
+                    await self._save_state()
+                    self.state_next_at = time.monotonic() + self.state_every
 
     async def _flush(
         self, lock_timeout: float | None = None, *, final: bool = False, save_state: bool = True
@@ -441,23 +443,24 @@ class Daemon:
 
         ``save_state`` saves it now: before READY=1 and at stop, when no state-file loop runs.
         """
-        now = self.clock.now()
-        outcome = await self.writer.flush(
-            now,
-            lock_timeout=lock_timeout,
-            final=final,
-            time_limit=self.stop_grace - 0.5 if final else None,
-        )
-        if outcome is not None:
-            self._apply_write(outcome, now)
-        if not self.state_dirty:
-            return
-        if save_state:
-            self.state_dirty = False
-            await self._save_state()
-            self.state_next_at = time.monotonic() + self.state_every
-        else:
-            self.state_wanted.set()
+        async with self.file_io:  # one big file at a time: their buffers add up otherwise
+            now = self.clock.now()
+            outcome = await self.writer.flush(
+                now,
+                lock_timeout=lock_timeout,
+                final=final,
+                time_limit=self.stop_grace - 0.5 if final else None,
+            )
+            if outcome is not None:
+                self._apply_write(outcome, now)
+            if not self.state_dirty:
+                return
+            if save_state:
+                self.state_dirty = False
+                await self._save_state()
+                self.state_next_at = time.monotonic() + self.state_every
+            else:
+                self.state_wanted.set()
 
     def _apply_write(self, outcome: WriteOutcome, now: datetime) -> None:
         for name in outcome.stale:
