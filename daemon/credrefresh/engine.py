@@ -1,8 +1,11 @@
 """``credrefresh run``: keep every profile fresh until stopped.
 
 One task group owns every task: the scheduler (sleeps until the earliest due time in bounded
-slices, pings the watchdog), the refresh tasks it starts (under a capacity limiter), the write
-loop (coalesced writes, ``writer.Writer``) and the signal handler (stop; SIGHUP reloads).
+slices, pings the watchdog), the refresh tasks it starts (at most ``max_concurrency`` at a time;
+due roles wait in the table's ready queue, not as tasks), the write loop (coalesced writes,
+``writer.Writer``), the state-file loop (at most one save per ``state_every``) and the signal
+handler (stop; SIGHUP reloads). The role table (``table.RoleTable``) keeps the earliest due time
+and expiry, so a pass of the scheduler costs O(log n), not a scan of every role.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from credrefresh.errors import ConfigError, CredentialsFileError, RefreshFailed
 from credrefresh.events import Event, emit, event
 from credrefresh.model import Credentials, ErrorInfo, Issued, RoleState, session_params
 from credrefresh.roles import Transition
-from credrefresh.schedule import WRITE_ERROR, newly_expired, next_wait, status_line
+from credrefresh.schedule import WRITE_ERROR, status_text
 from credrefresh.seams import Clock, Observer, Service, SystemClock
 from credrefresh.served import Served
 from credrefresh.sessionkeeper import SessionKeeper
@@ -36,6 +39,7 @@ from credrefresh.sourcesession import PARKED
 from credrefresh.state import record
 from credrefresh.sts import StsClient
 from credrefresh.systemd import Notifier
+from credrefresh.table import RoleTable
 from credrefresh.writer import STUCK_AFTER, WriteOutcome, Writer
 
 __all__ = ["Daemon"]
@@ -46,6 +50,7 @@ STOP_GRACE: Final = 10.0  # the last write must finish well inside TimeoutStopSe
 START_SPREAD: Final = 1.0  # first calls of a start are spread over this many seconds
 CHAIN_RETRY: Final = 0.5  # a chained role waiting for its source looks again this soon after it
 PARK_S: Final = 30.0  # a role waiting for the [source] session looks again (it is also pulled)
+STATE_EVERY: Final = 5.0  # the state file (for `status`) is saved at most this often while running
 
 
 class Daemon:
@@ -70,6 +75,7 @@ class Daemon:
         start_spread: float = START_SPREAD,
         write_stuck_after: float = STUCK_AFTER,
         session_obtain: Callable[[Config], Awaitable[Issued]] | None = None,
+        state_every: float = STATE_EVERY,
     ) -> None:
         self.config = config
         self.start_spread = start_spread
@@ -89,13 +95,12 @@ class Daemon:
         # started after it, even when a profile is removed and added back.
         self.generations = itertools.count()
         now = self.clock.now()
-        self.states: dict[str, RoleState] = roles.initial(config, now, self.generations)
+        self.states = RoleTable(roles.initial(config, now, self.generations))
         self.served = Served()  # what the credentials endpoint hands out (memory, never STS)
         self.writer = Writer(
             config.credentials_file, config.refresh.write_delay, stuck_after=write_stuck_after
         )
-        self.limiter = anyio.CapacityLimiter(config.max_concurrency)
-        self.in_flight: set[str] = set()
+        self.in_flight: set[str] = set()  # roles whose call runs (at most max_concurrency)
         self.unattempted: set[str] = set(self.states)
         self.live: dict[str, Issued] = {}  # the latest session per role: chained roles sign with it
         self.first_round = anyio.Event()
@@ -106,6 +111,10 @@ class Daemon:
         self.idle = anyio.Event()
         self.reloading = anyio.Lock()
         self.state_dirty = False
+        self.state_every = state_every
+        self.state_wanted = anyio.Event()
+        self.state_next_at = 0.0  # monotonic: the state file may be saved again from then on
+        self.file_io = anyio.Lock()  # the credentials-file write and the state-file save
         self.last_ping = -1e9
         self.last_status = ""
         self.stop_reason: str | None = None
@@ -191,6 +200,7 @@ class Daemon:
                         self.ready.set()
                         task_status.started()
                     tg.start_soon(self._write_loop)
+                    tg.start_soon(self._state_loop)
             finally:
                 with anyio.move_on_after(self.stop_grace, shield=True):
                     await self._flush(lock_timeout=max(self.stop_grace - 2, 0.5), final=True)
@@ -265,22 +275,31 @@ class Daemon:
             self.wake = anyio.Event()
             now = self.clock.now()
             self._report_expired(now)
-            for state in list(self.states.values()):
-                if state.due <= now and state.role.profile not in self.in_flight:
-                    self._start(state, now)
+            self.states.collect_due(now)
+            while len(self.in_flight) < self.config.max_concurrency:
+                state = self.states.next_ready(now, self.in_flight)
+                if state is None:
+                    break
+                self._start(state, now)  # or parked, or waiting for its source role
             self._ping()
             self._notify_status()
             horizon = min(self.slice_s, self.watchdog) if self.watchdog else self.slice_s
-            wait = next_wait(
-                self.states,
-                in_flight=self.in_flight,
-                pending=self.writer.pending,
-                now=now,
-                horizon=horizon,
-            )
+            wait = self._next_wait(now, horizon)
             self.wake_at = now + timedelta(seconds=wait)
             with anyio.move_on_after(wait):
                 await self.wake.wait()
+
+    def _next_wait(self, now: datetime, horizon: float) -> float:
+        """Seconds to sleep: until the earliest due time or expiry to report.
+
+        At most ``horizon`` (the bounded slice that notices clock jumps). Due roles waiting for
+        a free slot are started when a call ends.
+        """
+        soonest = now + timedelta(seconds=horizon)
+        for moment in (self.states.next_due(self.in_flight), self.states.next_expiry()):
+            if moment is not None and moment < soonest:
+                soonest = moment
+        return max(min((soonest - now).total_seconds(), horizon), 0.0)
 
     def _start(self, state: RoleState, now: datetime) -> None:
         assert self._tg is not None  # noqa: S101 - only called from inside run()
@@ -338,22 +357,22 @@ class Daemon:
 
     async def _refresh(self, role: Role, generation: int, source: Credentials | None) -> None:
         try:
-            async with self.limiter:
-                try:
-                    result = await self.sts.assume(role, source)
-                except RefreshFailed as exc:
-                    self._failed(role, generation, exc)
-                else:
-                    self._succeeded(role, generation, result)
+            try:
+                result = await self.sts.assume(role, source)
+            except RefreshFailed as exc:
+                self._failed(role, generation, exc)
+            else:
+                self._succeeded(role, generation, result)
         finally:
             self.in_flight.discard(role.profile)
+            self.states.requeue(role.profile)
             self._attempted(role.profile)
             if not self.in_flight:
                 self.idle.set()
-            # Wake the scheduler only if this role is now due before it would look anyway:
-            # with a thousand roles, waking on every completion would cost O(n) each time.
+            # Wake the scheduler when due roles wait for the slot this call frees, or when this
+            # role is now due before it would look anyway.
             state = self.states.get(role.profile)
-            if state is not None and state.due < self.wake_at:
+            if self.states.backlog or (state is not None and state.due < self.wake_at):
                 self.wake.set()
 
     def _current(self, role: Role, generation: int) -> RoleState | None:
@@ -382,7 +401,7 @@ class Daemon:
         self.writer.want()
 
     def _report_expired(self, now: datetime) -> None:
-        for name in newly_expired(self.states, pending=self.writer.pending, now=now):
+        for name in self.states.newly_expired(now, self.writer.pending):
             self._apply(name, roles.expired(self.states[name], now))
             self.state_dirty = True
 
@@ -399,21 +418,49 @@ class Daemon:
             # Never rewrite the file more than once per `delay`; after a failed write, wait
             # out its backoff.
             await anyio.sleep(self.writer.wait_s())
-            await self._flush()
+            await self._flush(save_state=False)
 
-    async def _flush(self, lock_timeout: float | None = None, *, final: bool = False) -> None:
-        now = self.clock.now()
-        outcome = await self.writer.flush(
-            now,
-            lock_timeout=lock_timeout,
-            final=final,
-            time_limit=self.stop_grace - 0.5 if final else None,
-        )
-        if outcome is not None:
-            self._apply_write(outcome, now)
-        if self.state_dirty:
-            self.state_dirty = False
-            await self._save_state()
+    async def _state_loop(self) -> None:
+        """Save the state file when it changed, at most once per ``state_every``.
+
+        It holds every role: saving it after every write of a refresh wave cost more than the
+        write.
+        """
+        while True:
+            await self.state_wanted.wait()
+            self.state_wanted = anyio.Event()
+            await anyio.sleep(max(0.0, self.state_next_at - time.monotonic()))
+            async with self.file_io:
+                if self.state_dirty:
+                    self.state_dirty = False
+                    await self._save_state()
+                    self.state_next_at = time.monotonic() + self.state_every
+
+    async def _flush(
+        self, lock_timeout: float | None = None, *, final: bool = False, save_state: bool = True
+    ) -> None:
+        """Write what is pending, then save the state file or leave that to ``_state_loop``.
+
+        ``save_state`` saves it now: before READY=1 and at stop, when no state-file loop runs.
+        """
+        async with self.file_io:  # one big file at a time: their buffers add up otherwise
+            now = self.clock.now()
+            outcome = await self.writer.flush(
+                now,
+                lock_timeout=lock_timeout,
+                final=final,
+                time_limit=self.stop_grace - 0.5 if final else None,
+            )
+            if outcome is not None:
+                self._apply_write(outcome, now)
+            if not self.state_dirty:
+                return
+            if save_state:
+                self.state_dirty = False
+                await self._save_state()
+                self.state_next_at = time.monotonic() + self.state_every
+            else:
+                self.state_wanted.set()
 
     def _apply_write(self, outcome: WriteOutcome, now: datetime) -> None:
         for name in outcome.stale:
@@ -476,7 +523,7 @@ class Daemon:
 
     async def _save_state(self) -> None:
         if self.observer is not None:
-            self.observer.states(self.states)
+            self.observer.states(self.states.snapshot())
         now = self.clock.now()
         session = None if self.keeper is None else self.keeper.summary(now)
         failure = await record(self.config, self.states, now, session=session)
@@ -495,7 +542,8 @@ class Daemon:
 
     def _notify_status(self, *, force: bool = False) -> None:
         now = self.clock.now()
-        line = status_line(self.states.values(), now)
+        counts, next_due = self.states.status(now)
+        line = status_text(counts, next_due, now)
         note = None if self.keeper is None else self.keeper.note(now)
         if note is not None:
             line = f"{note}; {line}"
@@ -537,11 +585,10 @@ class Daemon:
         for name in (*plan.added, *plan.changed):
             self.writer.forget(name)
             self.live.pop(name, None)
-        self.states = roles.reloaded(
-            self.states, new.roles, plan, self.clock.now(), self.generations
+        self.states = RoleTable(
+            roles.reloaded(self.states, new.roles, plan, self.clock.now(), self.generations)
         )
         self.config = new
-        self.limiter.total_tokens = new.max_concurrency
         if self.keeper is not None and new.session is not None:
             self.keeper.adopt(new.session, new.refresh, self._margin(new))
         if plan.sts_changed:

@@ -20,7 +20,7 @@ Defaults, argued from the renewers people trust with secrets:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
@@ -30,6 +30,10 @@ from credrefresh.model import RoleState
 WRITE_ERROR: Final = "CredentialsFileError"  # the error code of a failed file write
 
 __all__ = [
+    "EXPIRED",
+    "FAILING",
+    "FRESH",
+    "PENDING",
     "WRITE_ERROR",
     "awaits_write",
     "backoff_delay",
@@ -38,7 +42,9 @@ __all__ = [
     "next_refresh",
     "next_wait",
     "retry_at",
+    "status_kind",
     "status_line",
+    "status_text",
 ]
 
 
@@ -155,28 +161,42 @@ def human_duration(seconds: float) -> str:
     return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
-def status_line(states: Iterable[RoleState], now: datetime) -> str:
-    """The one-line summary for systemd's ``STATUS=``."""
-    fresh = failing = expired = missing = 0
-    next_due: datetime | None = None
-    for state in states:  # every pass of the scheduler: locals, no call per role
-        expiration, error, due = state.expiration, state.last_error, state.due
-        valid = expiration is not None and expiration > now
-        if error is not None and not valid and expiration is not None:
-            expired += 1
-        elif error is not None or state.conflict:
-            failing += 1
-        elif valid:
-            fresh += 1
-        else:
-            missing += 1
-        if next_due is None or due < next_due:
-            next_due = due
-    parts = [f"{fresh} fresh", f"{failing} failing"]
-    if expired:
-        parts.append(f"{expired} expired")
-    if missing:
-        parts.append(f"{missing} pending")
+FRESH, FAILING, EXPIRED, PENDING = range(4)  # what ``status_kind`` says of a role
+
+
+def status_kind(state: RoleState, now: datetime) -> int:
+    """How the status line counts ``state`` at ``now``.
+
+    ``FRESH``, ``FAILING``, ``EXPIRED`` or ``PENDING``; it changes with time only when the
+    expiration passes.
+    """
+    expiration, error = state.expiration, state.last_error
+    valid = expiration is not None and expiration > now
+    if error is not None and not valid and expiration is not None:
+        return EXPIRED
+    if error is not None or state.conflict:
+        return FAILING
+    return FRESH if valid else PENDING
+
+
+def status_text(counts: Sequence[int], next_due: datetime | None, now: datetime) -> str:
+    """The status line from the counts by kind (indexed by ``status_kind``) and the next due."""
+    parts = [f"{counts[FRESH]} fresh", f"{counts[FAILING]} failing"]
+    if counts[EXPIRED]:
+        parts.append(f"{counts[EXPIRED]} expired")
+    if counts[PENDING]:
+        parts.append(f"{counts[PENDING]} pending")
     if next_due is not None:
         parts.append(f"next refresh in {human_duration((next_due - now).total_seconds())}")
     return ", ".join(parts)
+
+
+def status_line(states: Iterable[RoleState], now: datetime) -> str:
+    """The one-line summary for systemd's ``STATUS=`` (the engine keeps the counts itself)."""
+    counts = [0, 0, 0, 0]
+    next_due: datetime | None = None
+    for state in states:
+        counts[status_kind(state, now)] += 1
+        if next_due is None or state.due < next_due:
+            next_due = state.due
+    return status_text(counts, next_due, now)

@@ -6,7 +6,7 @@ recording observer, and production wires in the wall clock and Prometheus.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -46,5 +46,5 @@ class Observer(Protocol):
     def written(self, duration_s: float, changed: bool) -> None:
         """The credentials file was written."""
 
-    def states(self, states: dict[str, RoleState]) -> None:
+    def states(self, states: Mapping[str, RoleState]) -> None:
         """The role states changed."""

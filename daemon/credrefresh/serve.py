@@ -45,7 +45,11 @@ MIN_TOKEN: Final = 32  # characters a token read from an existing file must have
 class Source(Protocol):
     """Where the endpoint reads from (the daemon): its roles, its clock, what it wrote."""
 
-    states: dict[str, RoleState]
+    @property
+    def states(self) -> Mapping[str, RoleState]:
+        """The role table."""
+        ...
+
     served: Served
     clock: Clock
 
