@@ -156,6 +156,11 @@ def creds(key: str, expires: datetime) -> Credentials:
     return Credentials(key, SECRET, TOKEN, expires)
 
 
+def web_session(key: str, expires: datetime, now: datetime) -> Issued:
+    """What a web identity ``obtain`` returns: a session issued ``now``."""
+    return Issued("[source]", HUB, "w", "arn", creds(key, expires), now, 1.0)
+
+
 def names(events) -> list[str]:
     return [e.name for e in events]
 
@@ -172,7 +177,7 @@ def test_a_missing_session_is_reported_once_not_once_per_look():
 
 def test_a_new_session_is_announced_and_then_expires_with_one_event_each():
     track = Track(next_check=NOW)
-    found = (creds("ASIAFIRST0000000000", NOW + timedelta(hours=12)), SERIAL, NOW)
+    found = StoredSession(SERIAL, creds("ASIAFIRST0000000000", NOW + timedelta(hours=12)), NOW)
     track, events = observed(track, MFA, found, None, NOW, "/c.toml")
     assert names(events) == ["source.session_started"]
     assert events[0].fields["access_key_id"] == "ASIAFIRST0000000000"
@@ -189,18 +194,15 @@ def test_a_new_session_is_announced_and_then_expires_with_one_event_each():
     assert names(events) == ["source.session_expired", "source.session_required"]
     assert ticked(track, MFA, gone + timedelta(minutes=5), "/c.toml")[1] == ()
     # The morning routine: a new session is picked up and announced.
-    fresh = (creds("ASIASECOND000000000", gone + timedelta(hours=12)), SERIAL, gone)
+    fresh = StoredSession(SERIAL, creds("ASIASECOND000000000", gone + timedelta(hours=12)), gone)
     track, events = observed(track, MFA, fresh, None, gone + timedelta(minutes=6), "/c.toml")
     assert names(events) == ["source.session_started"]
     assert track.problem is None
 
 
 def test_a_session_of_another_device_is_not_used():
-    found = (
-        creds("ASIAOTHER0000000000", NOW + timedelta(hours=12)),
-        "arn:aws:iam::123456789012:mfa/bob",
-        NOW,
-    )
+    bob = "arn:aws:iam::123456789012:mfa/bob"
+    found = StoredSession(bob, creds("ASIAOTHER0000000000", NOW + timedelta(hours=12)), NOW)
     track, events = observed(Track(next_check=NOW), MFA, found, None, NOW, "/c.toml")
     assert track.session is None
     assert names(events) == ["source.session_required"]
@@ -349,15 +351,7 @@ async def test_web_identity_session_failure_makes_roles_wait_then_signs_them(tmp
         if len(attempts) == 1:
             raise RefreshFailed("InvalidIdentityToken", "expired token", transient=True)
         now = clock.now()
-        return Issued(
-            "[source]",
-            HUB,
-            "w",
-            "arn",
-            creds("ASIAWEBSESSION00000", now + timedelta(hours=1)),
-            now,
-            1.0,
-        )
+        return web_session("ASIAWEBSESSION00000", now + timedelta(hours=1), now)
 
     daemon = Daemon(
         config,
@@ -416,7 +410,7 @@ async def test_the_source_keys_never_sign_a_role_when_a_session_is_configured(tm
 
 def test_a_deleted_or_replaced_session_file_stops_the_session_at_once():
     """Removing the file (or planting a bad one) withdraws the session: nothing signs with it."""
-    found = (creds("ASIAFIRST0000000000", NOW + timedelta(hours=12)), SERIAL, NOW)
+    found = StoredSession(SERIAL, creds("ASIAFIRST0000000000", NOW + timedelta(hours=12)), NOW)
     track, _ = observed(Track(next_check=NOW), MFA, found, None, NOW, "/c.toml")
     assert track.session is not None
     later = NOW + timedelta(minutes=1)
@@ -537,8 +531,7 @@ async def test_a_web_session_that_is_already_over_does_not_make_the_keeper_spin(
     async def obtain() -> Issued:
         calls.append(1)
         now = clock.now()
-        over = creds("ASIAPASTSESSION0000", now - timedelta(minutes=1))
-        return Issued("[source]", HUB, "w", "arn", over, now, 1.0)
+        return web_session("ASIAPASTSESSION0000", now - timedelta(minutes=1), now)
 
     web = WebIdentitySource(str(tmp_path / "token"), HUB)
     keeper, log = keeper_for(tmp_path, web, clock, obtain=obtain)
@@ -563,15 +556,7 @@ async def test_web_identity_retries_at_once_when_the_token_is_rotated_during_a_b
         if text == "old":
             raise RefreshFailed("ExpiredTokenException", "token expired", transient=False)
         now = clock.now()
-        return Issued(
-            "[source]",
-            HUB,
-            "w",
-            "arn",
-            creds("ASIAWEBNEW000000000", now + timedelta(hours=1)),
-            now,
-            1.0,
-        )
+        return web_session("ASIAWEBNEW000000000", now + timedelta(hours=1), now)
 
     web = WebIdentitySource(str(token), HUB)
     keeper, log = keeper_for(tmp_path, web, clock, obtain=obtain)
@@ -602,9 +587,9 @@ async def test_ready_does_not_wait_for_a_session_that_ends_within_the_margin(tmp
 
 
 def test_a_replaced_expired_session_withdraws_the_one_held():
-    held = (creds("ASIAHELD00000000000", NOW + timedelta(hours=12)), SERIAL, NOW)
+    held = StoredSession(SERIAL, creds("ASIAHELD00000000000", NOW + timedelta(hours=12)), NOW)
     track, _ = observed(Track(next_check=NOW), MFA, held, None, NOW, "/c.toml")
-    old = (creds("ASIAOLDANDEXPIRED00", NOW - timedelta(hours=1)), SERIAL, NOW)
+    old = StoredSession(SERIAL, creds("ASIAOLDANDEXPIRED00", NOW - timedelta(hours=1)), NOW)
     track, events = observed(track, MFA, old, None, NOW + timedelta(minutes=1), "/c.toml")
     assert track.session is None
     assert names(events) == ["source.session_required"]

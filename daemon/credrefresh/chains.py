@@ -14,6 +14,7 @@ from typing import Final
 
 from credrefresh.model import Credentials, Issued, RoleState
 from credrefresh.settings import Role
+from credrefresh.sourceconfig import CHAINED_MAX
 
 __all__ = [
     "CHAINED_MAX_DURATION",
@@ -25,7 +26,7 @@ __all__ = [
     "signer",
 ]
 
-CHAINED_MAX_DURATION: Final = 3600  # AWS caps a chained role session at one hour
+CHAINED_MAX_DURATION: Final = CHAINED_MAX  # AWS caps a chained role session at one hour
 MAX_DEPTH: Final = 5  # hub -> spoke chains deeper than this are a configuration mistake
 
 

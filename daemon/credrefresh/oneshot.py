@@ -21,7 +21,7 @@ from credrefresh.credfile import ManagedProfile, read_profiles
 from credrefresh.errors import CredentialsFileError, RefreshFailed
 from credrefresh.events import Event, conflict, emit, event, refresh_failed, refreshed
 from credrefresh.model import Credentials, ErrorInfo, Issued, RoleState, session_params
-from credrefresh.sessionfile import load_session
+from credrefresh.sessionfile import read_session
 from credrefresh.sourceconfig import MfaSource
 from credrefresh.sourcesession import Track, action, observed
 from credrefresh.state import record
@@ -200,14 +200,7 @@ async def source_session(
     assert source is not None  # noqa: S101 - the caller checks
     margin = timedelta(seconds=2 * config.sts_timeout)
     if isinstance(source, MfaSource):
-        found = error = None
-        try:
-            stored = await anyio.to_thread.run_sync(load_session, source.session_file)
-        except CredentialsFileError as exc:
-            error = str(exc)
-        else:
-            if stored is not None:
-                found = (stored.credentials, stored.serial, stored.obtained_at)
+        found, error = await anyio.to_thread.run_sync(read_session, source.session_file)
         track, events = observed(Track(next_check=now), source, found, error, now, config.path)
         session = track.session
         if track.problem is None and session is not None and session.expiration - now > margin:

@@ -25,7 +25,7 @@ from credrefresh.errors import CredentialsFileError
 from credrefresh.model import Credentials, format_time, parse_time
 from credrefresh.safefs import check_directory, ensure_directory, open_regular
 
-__all__ = ["MAX_SIZE", "StoredSession", "load_session", "save_session"]
+__all__ = ["MAX_SIZE", "StoredSession", "load_session", "read_session", "save_session"]
 
 VERSION: Final = 1
 MAX_SIZE: Final = 128 * 1024  # a session token is a few KiB (TOKEN_RE allows up to 64 KiB)
@@ -101,6 +101,14 @@ def load_session(path: str) -> StoredSession | None:
     except (ValueError, RecursionError):  # a few KiB of "[" recurse past the stack
         raise CredentialsFileError(f"{path}: not JSON; not an MFA session") from None
     return parse_session(path, document)
+
+
+def read_session(path: str) -> tuple[StoredSession | None, str | None]:
+    """The stored session and ``None``, or ``None`` and why the file cannot be used."""
+    try:
+        return load_session(path), None
+    except CredentialsFileError as exc:
+        return None, str(exc)
 
 
 def parse_session(path: str, document: Any) -> StoredSession:  # noqa: ANN401 - parsed JSON

@@ -26,11 +26,11 @@ import anyio
 from anyio.abc import TaskStatus
 
 from credrefresh import sourcesession
-from credrefresh.errors import CredrefreshError, RefreshFailed
+from credrefresh.errors import RefreshFailed
 from credrefresh.events import Event
 from credrefresh.model import Credentials, ErrorInfo, Issued, format_time
 from credrefresh.seams import Clock
-from credrefresh.sessionfile import load_session
+from credrefresh.sessionfile import read_session
 from credrefresh.settings import RefreshPolicy
 from credrefresh.sourceconfig import MfaSource, SessionSource, WebIdentitySource
 from credrefresh.sourcesession import MFA_POLL, Track
@@ -174,15 +174,7 @@ class SessionKeeper:
             self.on_change()
 
     async def _read_file(self, source: MfaSource, now: datetime) -> None:
-        found = None
-        error = None
-        try:
-            stored = await anyio.to_thread.run_sync(load_session, source.session_file)
-        except CredrefreshError as exc:
-            error = str(exc)
-        else:
-            if stored is not None:
-                found = (stored.credentials, stored.serial, stored.obtained_at)
+        found, error = await anyio.to_thread.run_sync(read_session, source.session_file)
         self._apply(sourcesession.observed(self.track, source, found, error, now, self.config_path))
 
     async def _token_rotated(self) -> bool:

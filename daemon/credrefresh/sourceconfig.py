@@ -21,9 +21,12 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from credrefresh.text import shown, type_name
+
+if TYPE_CHECKING:  # settings imports this module
+    from credrefresh.settings import Role
 
 __all__ = [
     "SESSION_KEYS",
@@ -46,7 +49,7 @@ SESSION_KEYS: Final = (
 MFA_DURATION: Final = (900, 129600, 43200)  # GetSessionToken: low, high, default
 WEB_DURATION: Final = (900, 43200, 3600)  # AssumeRoleWithWebIdentity
 DEFAULT_LEAD: Final = 3600.0
-CHAINED_MAX: Final = 3600
+CHAINED_MAX: Final = 3600  # AWS caps a role assumed with a session (a chain) at one hour
 # A virtual MFA device's ARN, or a hardware device's serial number (STS: 9-256 of [\w+=/:,.@-]).
 MFA_SERIAL_RE: Final = re.compile(r"[\w+=/:,.@-]{9,256}", re.ASCII)
 ROLE_ARN_RE: Final = re.compile(
@@ -194,10 +197,8 @@ def parse_session(  # noqa: C901 - one flat pass over seven keys
     return WebIdentitySource(expand(token_file), role_arn, name, duration, lead), []
 
 
-def session_problems(
-    path: str, durations: Sequence[tuple[int, str | None, int]], session: SessionSource | None
-) -> list[str]:
-    """Roles signed by the session asking for more than an hour (``(index, source, duration)``).
+def session_problems(path: str, roles: Sequence[Role], session: SessionSource | None) -> list[str]:
+    """Roles signed by the session asking for more than an hour.
 
     Only roles without a ``source_profile`` are signed by the session.
     """
@@ -205,9 +206,10 @@ def session_problems(
         return []
     what = "MFA session" if isinstance(session, MfaSource) else "web identity session"
     return [
-        f"{path}: roles[{index}].duration_seconds: {duration} is above {CHAINED_MAX}, the most "
+        f"{path}: roles[{index}].duration_seconds: {role.duration_seconds} is above "
+        f"{CHAINED_MAX}, the most "
         f"AWS allows for a role assumed with a session; with the [source] {what} every role "
         "is a chained role"
-        for index, source, duration in durations
-        if source is None and duration > CHAINED_MAX
+        for index, role in enumerate(roles)
+        if role.source_profile is None and role.duration_seconds > CHAINED_MAX
     ]

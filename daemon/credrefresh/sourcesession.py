@@ -17,6 +17,7 @@ from typing import Final
 from credrefresh.events import Event, event
 from credrefresh.model import Credentials, ErrorInfo, format_time
 from credrefresh.schedule import backoff_delay, next_refresh
+from credrefresh.sessionfile import StoredSession
 from credrefresh.settings import RefreshPolicy
 from credrefresh.sourceconfig import MfaSource, SessionSource
 
@@ -129,31 +130,32 @@ def ticked(
 def observed(
     track: Track,
     source: MfaSource,
-    found: tuple[Credentials, str, datetime] | None,
+    found: StoredSession | None,
     error: str | None,
     now: datetime,
     config_path: str,
 ) -> tuple[Track, tuple[Event, ...]]:
-    """The MFA session file was read: ``found`` is ``(credentials, serial, obtained_at)``.
+    """The MFA session file was read: ``found`` is its session, ``error`` why it is unusable.
 
     A new session (a new access key id) is announced once; a file that cannot be used is a
     problem reported once per distinct reason, not once per look.
     """
     track = replace(track, next_check=now + timedelta(seconds=MFA_POLL))
     problem = error
-    if found is not None and found[1] != source.serial:
+    if found is not None and found.serial != source.serial:
         problem = "the session file holds a session for another MFA device"
         found = None
     if found is None:
         # Deleted, refused or another device's: that session is no longer to be used.
         problem = problem or "no MFA session"
         track = replace(track, session=None, obtained_at=None)
-    if found is not None and found[0].expiration <= now:
+    if found is not None and found.credentials.expiration <= now:
         problem = problem or "MFA session expired"
-        if track.session is None or track.session.access_key_id != found[0].access_key_id:
+        held = track.session
+        if held is None or held.access_key_id != found.credentials.access_key_id:
             track = replace(track, session=None, obtained_at=None)  # replaced by an expired one
     if found is not None and problem is None:
-        creds, _, obtained_at = found
+        creds, obtained_at = found.credentials, found.obtained_at
         if track.session is not None and track.session.access_key_id == creds.access_key_id:
             return ticked(replace(track, problem=None), source, now, config_path)
         track = Track(next_check=track.next_check, session=creds, obtained_at=obtained_at)

@@ -215,17 +215,22 @@ def parse_timestamp(value: object) -> datetime:
 
 
 class EndpointSession(AioSession):  # type: ignore[misc] # aiobotocore has no type hints
-    """A botocore session whose every STS client (its credential providers' too) is configured.
+    """A botocore session set up the credrefresh way; every STS client of it is configured.
 
     botocore resolves an assume-role or web-identity source profile with STS clients of its own
     (nested clients), which would otherwise go to the regional AWS endpoint (or wherever
     ``AWS_ENDPOINT_URL_STS`` and the config file point): the configured endpoint must apply to
-    every STS call credrefresh causes.
+    every STS call credrefresh causes. Its timestamps are parsed by ``parse_timestamp``, and any
+    ``credential_process`` it runs is one of ours to reap (``children.adopt``).
     """
 
     def __init__(self, *, profile: str | None = None, sts_endpoint_url: str | None = None) -> None:
         super().__init__(profile=profile)
         self.sts_endpoint_url = sts_endpoint_url
+        children.adopt(self)  # a hung credential_process dies with its group
+        self.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=parse_timestamp
+        )
 
     def _add_configured_endpoint_provider(self, client_name: str, config_store: Any) -> None:  # noqa: ANN401
         if self.sts_endpoint_url is not None and client_name == "sts":
@@ -297,19 +302,12 @@ class _Generation:
             core = self.sessions[profile] = EndpointSession(
                 profile=profile, sts_endpoint_url=self.config.sts_endpoint_url
             )
-            children.adopt(core)  # a hung credential_process dies with its group
-            core.get_component("response_parser_factory").set_parser_defaults(
-                timestamp_parser=parse_timestamp
-            )
         return core
 
     def bare_session(self) -> AioSession:
         """The session of this generation's keyed clients (their credentials are given)."""
         if self.bare is None:
-            self.bare = AioSession()
-            self.bare.get_component("response_parser_factory").set_parser_defaults(
-                timestamp_parser=parse_timestamp
-            )
+            self.bare = EndpointSession()
         return self.bare
 
     async def close(self) -> None:

@@ -28,13 +28,7 @@ from credrefresh.model import Issued
 from credrefresh.safefs import open_regular
 from credrefresh.settings import Config, Role
 from credrefresh.sourceconfig import MfaSource, WebIdentitySource
-from credrefresh.sts import (
-    EndpointSession,
-    call_deadline,
-    classify,
-    client_config,
-    parse_timestamp,
-)
+from credrefresh.sts import EndpointSession, call_deadline, classify, client_config
 
 __all__ = ["MAX_TOKEN", "WebIdentity", "get_session_token", "obtain_session", "read_token"]
 
@@ -46,9 +40,6 @@ MFA_SOURCE: Final = "[source] MFA session"
 async def _call(config: Config, profile: str | None, operation: str, **params: Any) -> Any:  # noqa: ANN401
     """One STS call on a client of its own, bounded like an AssumeRole call."""
     core = EndpointSession(profile=profile, sts_endpoint_url=config.sts_endpoint_url)
-    core.get_component("response_parser_factory").set_parser_defaults(
-        timestamp_parser=parse_timestamp
-    )
     options = client_config(config, core)
     if profile is None and operation == "assume_role_with_web_identity":
         options = options.merge(type(options)(signature_version=UNSIGNED))

@@ -36,7 +36,7 @@ from credrefresh.settings import (
     env_region,
     expand,
 )
-from credrefresh.sourceconfig import parse_session, session_problems
+from credrefresh.sourceconfig import ROLE_ARN_RE, parse_session, session_problems
 from credrefresh.text import printable, shown, type_name, unsafe
 
 __all__ = ["validate"]
@@ -45,10 +45,6 @@ _T = TypeVar("_T")
 
 # All patterns are matched with fullmatch (a "$" would let a trailing newline through) and are
 # ASCII-only (so no non-ASCII letters or digits sneak into ARNs).
-ROLE_ARN_RE: Final = re.compile(
-    r"arn:aws(?:-cn|-us-gov|-iso(?:-[a-z])?)?:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}",
-    re.ASCII,
-)
 POLICY_ARN_RE: Final = re.compile(
     r"arn:aws(?:-cn|-us-gov|-iso(?:-[a-z])?)?:iam::(?:\d{12}|aws):policy/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,128}",
     re.ASCII,
@@ -131,8 +127,7 @@ class _Validator:
         refresh = self.refresh(self.table(data, "refresh"))
         roles = self.roles(raw_roles)
         self.problems.extend(chain_problems(self.path, roles))
-        durations = [(i, r.source_profile, r.duration_seconds) for i, r in enumerate(roles)]
-        self.problems.extend(session_problems(self.path, durations, session))
+        self.problems.extend(session_problems(self.path, roles, session))
         serve, problems = parse_serve(
             data.get("serve"),
             path=self.path,
