@@ -2,10 +2,11 @@
 
 One task group owns every task: the scheduler (sleeps until the earliest due time in bounded
 slices, pings the watchdog), the refresh tasks it starts (at most ``max_concurrency`` at a time;
-due roles wait in the table's ready queue, not as tasks), the write loop (coalesced writes,
-``writer.Writer``), the state-file loop (at most one save per ``state_every``) and the signal
-handler (stop; SIGHUP reloads). The role table (``table.RoleTable``) keeps the earliest due time
-and expiry, so a pass of the scheduler costs O(log n), not a scan of every role.
+due roles wait in the table's ready queue, not as tasks), the write loop and the state-file
+loop (``filing.Files``: coalesced writes, at most one state save per ``state_every``) and the
+signal handler (stop; SIGHUP reloads). What a write's outcome means is ``roles.after_write``.
+The role table (``table.RoleTable``) keeps the earliest due time and expiry, so a pass of the
+scheduler costs O(log n), not a scan of every role.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -26,12 +27,13 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from credrefresh import chains, roles
 from credrefresh.config import Config, Role, load_config, plan_reload
-from credrefresh.credfile import WriteReport, read_profiles
+from credrefresh.credfile import read_profiles
 from credrefresh.errors import ConfigError, CredentialsFileError, RefreshFailed
 from credrefresh.events import Event, emit, event
+from credrefresh.filing import Files
 from credrefresh.model import Credentials, ErrorInfo, Issued, RoleState, session_params
 from credrefresh.roles import Transition
-from credrefresh.schedule import WRITE_ERROR, status_text
+from credrefresh.schedule import status_text
 from credrefresh.seams import Clock, Observer, Service, SystemClock
 from credrefresh.served import Served
 from credrefresh.sessionkeeper import SessionKeeper
@@ -110,11 +112,16 @@ class Daemon:
         self.wake_at = now  # when the scheduler will look again by itself
         self.idle = anyio.Event()
         self.reloading = anyio.Lock()
-        self.state_dirty = False
-        self.state_every = state_every
-        self.state_wanted = anyio.Event()
-        self.state_next_at = 0.0  # monotonic: the state file may be saved again from then on
-        self.file_io = anyio.Lock()  # the credentials-file write and the state-file save
+        self.files = Files(
+            self.writer,
+            clock=self.clock,
+            apply=self._apply_write,
+            save=self._save_state,
+            settle=self._settle,
+            delay=lambda: self.config.refresh.write_delay,
+            state_every=state_every,
+            stop_grace=stop_grace,
+        )
         self.last_ping = -1e9
         self.last_status = ""
         self.stop_reason: str | None = None
@@ -192,18 +199,20 @@ class Daemon:
                     tg.start_soon(self._scheduler)
                     with anyio.move_on_after(STARTUP_LIMIT):
                         await self.first_round.wait()
-                    await self._flush()
+                    await self.files.flush()
                     self._notify_status(force=True)
                     if self.stop_reason is None:
                         self.notifier.send("READY=1")
                         self._emit(event("daemon.ready", status=self.last_status))
                         self.ready.set()
                         task_status.started()
-                    tg.start_soon(self._write_loop)
-                    tg.start_soon(self._state_loop)
+                    tg.start_soon(self.files.write_loop)
+                    tg.start_soon(self.files.state_loop)
             finally:
                 with anyio.move_on_after(self.stop_grace, shield=True):
-                    await self._flush(lock_timeout=max(self.stop_grace - 2, 0.5), final=True)
+                    await self.files.flush(
+                        lock_timeout=max(self.stop_grace - 2, 0.5), final=True
+                    )
                     await self.sts.reset()
                 self._emit(event("daemon.stopped", writes=self.writes))
                 self.done.set()
@@ -243,18 +252,16 @@ class Daemon:
             )
         except CredentialsFileError:
             found = {}  # reported when the first write is attempted
-        now = self.clock.now()
-        for name, state in self.states.items():
-            self.states[name], warm = roles.seeded(
-                state,
-                found.get(name),
-                now=now,
-                policy=self.config.refresh,
-                u=self.rng(),
-                spread=self.start_spread,
-            )
-            if warm:
-                self.unattempted.discard(name)
+        table, warm = roles.seed_table(
+            self.states,
+            found,
+            now=self.clock.now(),
+            policy=self.config.refresh,
+            uniforms=iter(self.rng, None),
+            spread=self.start_spread,
+        )
+        self.states.update(table)
+        self.unattempted -= warm
         if self.config.serve is not None:  # the endpoint hands out warm profiles at once
             known = self.served.warm(self.states, self.unattempted)
             await anyio.to_thread.run_sync(self.served.load, self.config.credentials_file, known)
@@ -397,129 +404,50 @@ class Daemon:
         self._apply(role.profile, roles.failed(state, error, self.config.refresh, self.rng()))
         if self.observer is not None:
             self.observer.failed(role.profile, exc.code)
-        self.state_dirty = True
+        self.files.mark()
         self.writer.want()
 
     def _report_expired(self, now: datetime) -> None:
         for name in self.states.newly_expired(now, self.writer.pending):
             self._apply(name, roles.expired(self.states[name], now))
-            self.state_dirty = True
+            self.files.mark()
 
     # -- writing ---------------------------------------------------------------------------
 
-    async def _write_loop(self) -> None:
-        while True:
-            await self.writer.wait_wanted()
-            # Let refreshes that are about to finish share this write, for at most `delay`.
-            with anyio.move_on_after(self.config.refresh.write_delay):
-                while self.in_flight:
-                    self.idle = anyio.Event()
-                    await self.idle.wait()
-            # Never rewrite the file more than once per `delay`; after a failed write, wait
-            # out its backoff.
-            await anyio.sleep(self.writer.wait_s())
-            await self._flush(save_state=False)
-
-    async def _state_loop(self) -> None:
-        """Save the state file when it changed, at most once per ``state_every``.
-
-        It holds every role: saving it after every write of a refresh wave cost more than the
-        write.
-        """
-        while True:
-            await self.state_wanted.wait()
-            self.state_wanted = anyio.Event()
-            await anyio.sleep(max(0.0, self.state_next_at - time.monotonic()))
-            async with self.file_io:
-                if self.state_dirty:
-                    self.state_dirty = False
-                    await self._save_state()
-                    self.state_next_at = time.monotonic() + self.state_every
-
-    async def _flush(
-        self, lock_timeout: float | None = None, *, final: bool = False, save_state: bool = True
-    ) -> None:
-        """Write what is pending, then save the state file or leave that to ``_state_loop``.
-
-        ``save_state`` saves it now: before READY=1 and at stop, when no state-file loop runs.
-        """
-        async with self.file_io:  # one big file at a time: their buffers add up otherwise
-            now = self.clock.now()
-            outcome = await self.writer.flush(
-                now,
-                lock_timeout=lock_timeout,
-                final=final,
-                time_limit=self.stop_grace - 0.5 if final else None,
-            )
-            if outcome is not None:
-                self._apply_write(outcome, now)
-            if not self.state_dirty:
-                return
-            if save_state:
-                self.state_dirty = False
-                await self._save_state()
-                self.state_next_at = time.monotonic() + self.state_every
-            else:
-                self.state_wanted.set()
+    async def _settle(self) -> None:
+        """Until no call is in flight (``Files`` bounds the wait)."""
+        while self.in_flight:
+            self.idle = anyio.Event()
+            await self.idle.wait()
 
     def _apply_write(self, outcome: WriteOutcome, now: datetime) -> None:
-        for name in outcome.stale:
-            state = self.states.get(name)
-            if state is not None:
-                self.states[name] = replace(state, due=now)
-                self.wake.set()
-        self._emit(*outcome.events)
-        if self.observer is not None and outcome.report is not None:
-            self.observer.written(outcome.duration_s, outcome.report.changed)
-        if outcome.error is not None:
-            self._write_failed(outcome, now)
-            return
-        if outcome.report is not None:
-            self._apply_report(outcome.report, outcome.updates, now)
-
-    def _apply_report(
-        self, report: WriteReport, updates: Mapping[str, Issued], now: datetime
-    ) -> None:
-        path = self.config.credentials_file
-        for name in report.removed:
-            self._emit(event("profile.removed", profile=name, path=path))
-        for name in report.conflicts:
-            state = self.states.get(name)
-            if state is not None:
-                self._apply(
-                    name, roles.conflicted(state, path, now, self.config.refresh, self.rng())
-                )
-                if self.observer is not None:
-                    self.observer.failed(name, "ProfileConflict")
-        for name in report.written:
-            state = self.states.get(name)
-            if state is None:
-                continue
-            result = updates[name]
-            self.served.keep(name, result.credentials, result.role_arn)
-            self._apply(name, roles.written(state, result, now))
-            if self.observer is not None:
-                self.observer.refreshed(result)
-        self.state_dirty = True
-        self._notify_status()
-
-    def _write_failed(self, outcome: WriteOutcome, now: datetime) -> None:
-        """The write failed: what it held waits for the next one (the writer's backoff)."""
-        message = str(outcome.error)
-        self._emit(
-            event("credentials_file.error", path=self.config.credentials_file, error=message)
+        effects = roles.after_write(
+            outcome,
+            self.states,
+            now=now,
+            policy=self.config.refresh,
+            path=self.config.credentials_file,
+            uniforms=iter(self.rng, None),
         )
-        self.writer.retain(self.states)
-        error = ErrorInfo(WRITE_ERROR, message, True, now)
-        for name, result in outcome.updates.items():
-            state = self.states.get(name)
-            if state is None or result.credentials.expiration <= now:
-                continue
-            self.states[name] = roles.write_failed(state, error)
-            if self.observer is not None:
-                self.observer.failed(name, error.code)
-        self.state_dirty = True
-        self.wake.set()  # expiries of what is in the file are now to be reported
+        if outcome.error is not None:
+            self.writer.retain(self.states)  # pending credentials of removed roles are dropped
+        self.states.update(effects.states)
+        self._emit(*effects.events)
+        for name, result in effects.kept:
+            self.served.keep(name, result.credentials, result.role_arn)
+        if self.observer is not None:
+            if outcome.report is not None:
+                self.observer.written(outcome.duration_s, outcome.report.changed)
+            for name, code in effects.failures:
+                self.observer.failed(name, code)
+            for _, result in effects.kept:
+                self.observer.refreshed(result)
+        if outcome.error is not None or outcome.report is not None:
+            self.files.mark()
+        if effects.wake:
+            self.wake.set()
+        if outcome.error is None and outcome.report is not None:
+            self._notify_status()
 
     async def _save_state(self) -> None:
         if self.observer is not None:
@@ -603,7 +531,7 @@ class Daemon:
                 changed=list(plan.changed),
             )
         )
-        self.state_dirty = True
+        self.files.mark()
         self.writer.want()
         self.wake.set()
         return True

@@ -17,18 +17,22 @@ from credrefresh.config import Config, RefreshPolicy, ReloadPlan, Role
 from credrefresh.credfile import ManagedProfile
 from credrefresh.events import Event
 from credrefresh.model import ErrorInfo, Issued, RoleState, format_time, session_params
-from credrefresh.schedule import next_refresh, retry_at
+from credrefresh.schedule import WRITE_ERROR, next_refresh, retry_at
+from credrefresh.writer import WriteOutcome
 
 __all__ = [
     "Transition",
+    "WriteEffects",
     "after_failure",
     "after_success",
+    "after_write",
     "conflicted",
     "expired",
     "failed",
     "initial",
     "issued",
     "reloaded",
+    "seed_table",
     "seeded",
     "waiting",
     "write_failed",
@@ -49,6 +53,77 @@ class Transition:
 
     state: RoleState
     events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WriteEffects:
+    """What one flush of the credentials file does to the role table.
+
+    Attributes:
+        states: New states by profile, in the order they were decided.
+        events: What to log, in order: the write's own events, then one per profile.
+        kept: Credentials now in the file, by profile (the endpoint serves them).
+        failures: ``(profile, error code)`` for each role the write failed.
+        wake: The scheduler has to look again now (a role is due, or expiries are to report).
+    """
+
+    states: Mapping[str, RoleState]
+    events: tuple[Event, ...]
+    kept: tuple[tuple[str, Issued], ...] = ()
+    failures: tuple[tuple[str, str], ...] = ()
+    wake: bool = False
+
+
+def after_write(
+    outcome: WriteOutcome,
+    states: Mapping[str, RoleState],
+    *,
+    now: datetime,
+    policy: RefreshPolicy,
+    path: str,
+    uniforms: Iterator[float],
+) -> WriteEffects:
+    """The table after a flush: written roles refreshed, conflicts backed off, failures kept.
+
+    Credentials that expired before their write (``outcome.stale``) make their role due now. A
+    failed write leaves every unexpired update pending (the writer's backoff retries it); a
+    successful one logs ``profile.removed``, ``profile.conflict`` and ``role.refreshed``.
+    ``uniforms`` gives one draw per conflict (the backoff's jitter).
+    """
+    changed = {n: replace(states[n], due=now) for n in outcome.stale if n in states}
+    wake = bool(changed)
+    if outcome.error is not None:
+        message = str(outcome.error)
+        error = ErrorInfo(WRITE_ERROR, message, True, now)
+        failures: list[tuple[str, str]] = []
+        for name, result in outcome.updates.items():
+            state = changed.get(name) or states.get(name)
+            if state is not None and result.credentials.expiration > now:
+                changed[name] = write_failed(state, error)
+                failures.append((name, error.code))
+        failed = events.event("credentials_file.error", path=path, error=message)
+        return WriteEffects(changed, (*outcome.events, failed), (), tuple(failures), wake=True)
+    if outcome.report is None:
+        return WriteEffects(changed, outcome.events, wake=wake)
+    report = outcome.report
+    conflicts = [
+        (name, state)
+        for name in report.conflicts
+        if (state := changed.get(name) or states.get(name)) is not None
+    ]
+    steps = [(n, conflicted(state, path, now, policy, next(uniforms))) for n, state in conflicts]
+    kept: list[tuple[str, Issued]] = []
+    for name in report.written:
+        if (state := changed.get(name) or states.get(name)) is not None:
+            kept.append((name, outcome.updates[name]))
+            steps.append((name, written(state, outcome.updates[name], now)))
+    logged = [*outcome.events]
+    logged.extend(events.event("profile.removed", profile=n, path=path) for n in report.removed)
+    for name, transition in steps:
+        changed[name] = transition.state
+        logged.extend(transition.events)
+    refused = tuple((name, "ProfileConflict") for name, _ in conflicts)
+    return WriteEffects(changed, tuple(logged), tuple(kept), refused, wake=wake)
 
 
 def initial(config: Config, now: datetime, generations: Iterator[int]) -> dict[str, RoleState]:
@@ -233,6 +308,27 @@ def seeded(
         return known, False
     due = next_refresh(found.refreshed_at, found.expiration, policy, u)
     return replace(known, due=max(due, now)), True
+
+
+def seed_table(
+    states: Mapping[str, RoleState],
+    found: Mapping[str, ManagedProfile],
+    *,
+    now: datetime,
+    policy: RefreshPolicy,
+    uniforms: Iterator[float],
+    spread: float,
+) -> tuple[dict[str, RoleState], frozenset[str]]:
+    """Every role ``seeded`` from what the file holds (``found``); and the warm ones."""
+    table: dict[str, RoleState] = {}
+    warm: set[str] = set()
+    for name, state in states.items():
+        table[name], is_warm = seeded(
+            state, found.get(name), now=now, policy=policy, u=next(uniforms), spread=spread
+        )
+        if is_warm:
+            warm.add(name)
+    return table, frozenset(warm)
 
 
 def reloaded(
