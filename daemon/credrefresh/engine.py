@@ -38,7 +38,7 @@ from credrefresh.seams import Clock, Observer, Service, SystemClock
 from credrefresh.served import Served
 from credrefresh.sessionkeeper import SessionKeeper
 from credrefresh.sourcesession import PARKED
-from credrefresh.state import record
+from credrefresh.state import StateRenderer, record
 from credrefresh.sts import StsClient
 from credrefresh.systemd import Notifier
 from credrefresh.table import RoleTable
@@ -112,6 +112,7 @@ class Daemon:
         self.wake_at = now  # when the scheduler will look again by itself
         self.idle = anyio.Event()
         self.reloading = anyio.Lock()
+        self.state_text = StateRenderer()  # re-encodes only the roles that changed
         self.files = Files(
             self.writer,
             clock=self.clock,
@@ -210,9 +211,7 @@ class Daemon:
                     tg.start_soon(self.files.state_loop)
             finally:
                 with anyio.move_on_after(self.stop_grace, shield=True):
-                    await self.files.flush(
-                        lock_timeout=max(self.stop_grace - 2, 0.5), final=True
-                    )
+                    await self.files.flush(lock_timeout=max(self.stop_grace - 2, 0.5), final=True)
                     await self.sts.reset()
                 self._emit(event("daemon.stopped", writes=self.writes))
                 self.done.set()
@@ -454,7 +453,9 @@ class Daemon:
             self.observer.states(self.states.snapshot())
         now = self.clock.now()
         session = None if self.keeper is None else self.keeper.summary(now)
-        failure = await record(self.config, self.states, now, session=session)
+        failure = await record(
+            self.config, self.states, now, session=session, renderer=self.state_text
+        )
         if failure is not None:
             self._emit(failure)
 
