@@ -82,7 +82,7 @@ def test_exit_codes_follow_the_monitoring_convention(tmp_path, states, code):
     """0 all valid and healthy, 1 some failing but valid, 2 anything expired/missing/conflict."""
     config = make_config(tmp_path, ["x"])
     row = decide(config, {"x": managed("x", 3000)}, None, NOW)[0]
-    assert exit_code([replace(row, state=s) for s in states]) == code
+    assert exit_code([row._replace(state=s) for s in states]) == code
 
 
 def test_status_after_once_fresh_expiring_expired(tmp_path, fake_sts):

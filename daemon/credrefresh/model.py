@@ -142,12 +142,20 @@ def session_params(role: Role) -> str:
 def format_time(moment: datetime) -> str:
     """ISO 8601 UTC with a ``Z``, second precision: the form saml2aws and gimme-aws-creds use.
 
-    Formatted field by field: twice as fast as ``strftime``, and this runs three times per
-    role on every state-file write. Years below 1000 get their four digits, as ISO 8601 (and
-    ``parse_time``) want.
+    Formatted field by field with ``%``: twice as fast as an f-string with format specs, which
+    is twice as fast as ``strftime``, and this runs three times per role on every state-file
+    write and twice per row of ``status``. Years below 1000 get their four digits, as ISO 8601
+    (and ``parse_time``) want.
     """
-    u = moment.astimezone(UTC)
-    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
+    u = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (  # noqa: UP031 - see above
+        u.year,
+        u.month,
+        u.day,
+        u.hour,
+        u.minute,
+        u.second,
+    )
 
 
 def parse_time(value: str) -> datetime | None:
@@ -159,6 +167,8 @@ def parse_time(value: str) -> datetime | None:
     """
     try:
         moment = datetime.fromisoformat(value.strip())
+        if moment.tzinfo is UTC:  # what format_time writes ("Z"): nothing to convert
+            return moment
         return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError):
         return None

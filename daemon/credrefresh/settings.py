@@ -26,6 +26,7 @@ __all__ = [
     "ReloadPlan",
     "Role",
     "default_session_name",
+    "default_state_dir",
     "default_state_name",
     "env_region",
     "expand",
@@ -37,6 +38,9 @@ DEFAULT_DURATION: Final = 3600
 DEFAULT_CONCURRENCY: Final = 16
 MAX_TAGS: Final = 50
 MAX_POLICY_ARNS: Final = 10
+# botocore and the AWS CLI take any profile name; 256 characters is far beyond real ones and
+# keeps error messages, events and the status table sane.
+PROFILE_MAX: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +198,21 @@ def default_state_name(credentials_file: str) -> str:
     """
     digest = hashlib.sha256(credentials_file.encode()).hexdigest()[:12]
     return f"state-{digest}.json"
+
+
+def default_state_dir(env: Mapping[str, str]) -> str:
+    """Where the state file goes unless configured.
+
+    systemd's ``STATE_DIRECTORY`` (its first entry), else ``$XDG_STATE_HOME/credrefresh``, else
+    ``~/.local/state/credrefresh``.
+    """
+    state_dir = env.get("STATE_DIRECTORY", "").split(":")[0]
+    if state_dir:
+        return state_dir
+    xdg = env.get("XDG_STATE_HOME", "")
+    if not os.path.isabs(xdg):  # the XDG spec says to ignore relative values
+        xdg = expand("~/.local/state", env)
+    return os.path.join(xdg, "credrefresh")
 
 
 def env_region(env: Mapping[str, str]) -> str:

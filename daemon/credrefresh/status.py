@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, TextIO
+from typing import Any, Final, NamedTuple, TextIO
 
 from credrefresh.config import Config
 from credrefresh.credfile import ManagedProfile, read_profiles
@@ -38,9 +38,12 @@ CRITICAL: Final = 2
 STATES: Final = ("fresh", "expiring", "failing", "expired", "missing", "conflict", "mismatch")
 
 
-@dataclass(frozen=True, slots=True)
-class ProfileStatus:
+class ProfileStatus(NamedTuple):
     """One row of ``status``.
+
+    A named tuple rather than a frozen dataclass (immutable all the same, like
+    ``inifile.Span``): ``status`` builds one per profile, and a frozen dataclass takes some
+    3 µs to build (each field goes through ``object.__setattr__``), 30 ms for 10,000 profiles.
 
     Attributes:
         profile: The profile name.
@@ -100,48 +103,49 @@ def decide(
     ``mismatch`` means the file holds credentials credrefresh wrote for another role.
     """
     recorded: Mapping[str, Any] = (state or {}).get("profiles", {})
-    latest_refresh = config.refresh.refresh_at + config.refresh.jitter
+    # Valid credentials with less than this fraction of their lifetime left are overdue.
+    overdue_below = 1 - (config.refresh.refresh_at + config.refresh.jitter)
     rows: list[ProfileStatus] = []
+    append = rows.append  # 10,000 rows: the loop is the command's cost, so it is kept tight
     for role in config.roles:
-        found = in_file.get(role.profile)
-        saved = history(role.role_arn, found, recorded.get(role.profile) or {})
-        error = saved.get("last_error") or None
-        expiration = found.expiration if found is not None else None
-        left = None if expiration is None else (expiration - now).total_seconds()
-        refreshed = found.refreshed_at if found is not None else None
-        if refreshed is None:
+        profile, role_arn = role.profile, role.role_arn
+        found = in_file.get(profile)
+        entry = recorded.get(profile) if recorded else None
+        saved: Mapping[str, Any] = history(role_arn, found, entry) if entry else {}
+        error = (saved.get("last_error") or None) if saved else None
+        if found is None:
+            expiration = refreshed = left = None
+        else:
+            expiration, refreshed = found.expiration, found.refreshed_at
+            left = None if expiration is None else (expiration - now).total_seconds()
+        if refreshed is None and saved:
             refreshed = parse_time(str(saved.get("last_success") or ""))
         if found is not None and not found.managed:
             verdict = "conflict"
-        elif found is None or expiration is None:
+        elif found is None or expiration is None or left is None:
             verdict = "missing"
-        elif found.role_arn is not None and found.role_arn != role.role_arn:
+        elif found.role_arn is not None and found.role_arn != role_arn:
             verdict = "mismatch"
-        elif left is not None and left <= 0:
+        elif left <= 0:
             verdict = "expired"
         elif error is not None:
             verdict = "failing"
         else:
             lifetime = None if refreshed is None else (expiration - refreshed).total_seconds()
-            overdue = (
-                lifetime is not None
-                and lifetime > 0
-                and left is not None
-                and left < lifetime * (1 - latest_refresh)
-            )
+            overdue = lifetime is not None and lifetime > 0 and left < lifetime * overdue_below
             verdict = "expiring" if overdue else "fresh"
-        rows.append(
+        append(
             ProfileStatus(
-                profile=role.profile,
-                state=verdict,
-                expiration=None if expiration is None else format_time(expiration),
-                seconds_left=None if left is None else round(left, 1),
-                access_key_id=found.access_key_id if found is not None and found.managed else None,
-                last_success=None if refreshed is None else format_time(refreshed),
-                next_attempt=saved.get("next_attempt"),
-                last_error_code=None if error is None else error.get("code"),
-                last_error=None if error is None else error.get("message"),
-                role_arn=role.role_arn,
+                profile,
+                verdict,
+                None if expiration is None else format_time(expiration),
+                None if left is None else round(left, 1),
+                found.access_key_id if found is not None and found.managed else None,
+                None if refreshed is None else format_time(refreshed),
+                saved.get("next_attempt") if saved else None,
+                None if error is None else error.get("code"),
+                None if error is None else error.get("message"),
+                role_arn,
             )
         )
     return rows
@@ -234,13 +238,11 @@ def render_table(rows: Sequence[ProfileStatus]) -> str:
                 error,
             )
         )
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header) - 1)]
-    return "\n".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=False))
-        + "  "
-        + line[-1]
-        for line in lines
-    )
+    # Every column but the last is padded to its widest cell (what str.ljust does, in one
+    # %-format per line).
+    widths = [max(map(len, column)) for column in list(zip(*lines, strict=True))[:-1]]
+    template = "".join(f"%-{width}s  " for width in widths) + "%s"
+    return "\n".join([template % line for line in lines])
 
 
 def status(
@@ -274,11 +276,12 @@ def status(
             "generated_at": format_time(moment),
             "exit_code": code,
             "source_session": session,
-            "profiles": [asdict(row) for row in rows],
+            "profiles": [row._asdict() for row in rows],
         }
         print(json.dumps(document, indent=2), file=stream)
     else:
-        counts = {name: sum(row.state == name for row in rows) for name in STATES}
+        tally = Counter(row.state for row in rows)
+        counts = {name: tally[name] for name in STATES}
         summary = ", ".join(f"{n} {name}" for name, n in counts.items() if n)
         print(render_table(rows), file=stream)
         if session is not None:

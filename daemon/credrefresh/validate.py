@@ -16,6 +16,7 @@ from typing import Any, Final, TypeVar
 
 from credrefresh.chains import problems as chain_problems
 from credrefresh.errors import ConfigError
+from credrefresh.plainrole import plain_role
 from credrefresh.serveconfig import parse_serve
 from credrefresh.settings import (
     DEFAULT_CONCURRENCY,
@@ -24,6 +25,7 @@ from credrefresh.settings import (
     DURATION_MIN,
     MAX_POLICY_ARNS,
     MAX_TAGS,
+    PROFILE_MAX,
     REFRESH_KEYS,
     ROLE_KEYS,
     SOURCE_KEYS,
@@ -32,6 +34,7 @@ from credrefresh.settings import (
     RefreshPolicy,
     Role,
     default_session_name,
+    default_state_dir,
     default_state_name,
     env_region,
     expand,
@@ -53,9 +56,6 @@ SESSION_CHARS_RE: Final = re.compile(r"[\w+=,.@-]+", re.ASCII)
 # STS's documented pattern for ExternalId; anything else STS rejects (and quotes back).
 EXTERNAL_ID_RE: Final = re.compile(r"[\w+=,.@:/-]{2,1224}", re.ASCII)
 ENDPOINT_RE: Final = re.compile(r"(?P<scheme>https?)://(?P<netloc>[^\s/?#]+)(?:[/?#]\S*)?")
-# botocore and the AWS CLI take any profile name; 256 characters is far beyond real ones and
-# keeps error messages, events and the status table sane.
-PROFILE_MAX: Final = 256
 # The 10,000-role benchmark must load; a file of ten times that is not a real configuration.
 MAX_ROLES: Final = 100_000
 # Paths and other free strings; PATH_MAX on Linux is 4096.
@@ -252,13 +252,7 @@ class _Validator:
     def state_file(self, value: object, credentials_file: str) -> str:
         if value is not None:
             return self.path_value(value, "state_file") or ""
-        state_dir = self.env.get("STATE_DIRECTORY", "").split(":")[0]
-        if not state_dir:
-            xdg = self.env.get("XDG_STATE_HOME", "")
-            if not os.path.isabs(xdg):  # the XDG spec says to ignore relative values
-                xdg = expand("~/.local/state", self.env)
-            state_dir = os.path.join(xdg, "credrefresh")
-        return os.path.join(state_dir, default_state_name(credentials_file))
+        return os.path.join(default_state_dir(self.env), default_state_name(credentials_file))
 
     def region(self, value: object, key: str) -> str:
         if not isinstance(value, str) or not REGION_RE.fullmatch(value):
@@ -367,7 +361,7 @@ class _Validator:
         roles: list[Role] = []
         seen: dict[str, int] = {}
         for index, table in enumerate(value):
-            role = self.role(table, f"roles[{index}].")
+            role = plain_role(table) or self.role(table, f"roles[{index}].")
             # Duplicates are checked on the raw name, so they are reported even when the
             # role has other problems too.
             profile = table.get("profile")
