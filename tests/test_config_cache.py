@@ -348,3 +348,23 @@ def test_plain_role_agrees_with_the_full_walk(profile, arn, extra):
     usual = isinstance(profile, str) and re.fullmatch(r"[A-Za-z0-9_+=,.@-]{1,256}", profile)
     if not extra and expected is not None and usual and profile != "DEFAULT":
         assert fast is not None  # the fast path takes the usual shape, or it is no use
+
+
+@pytest.mark.asyncio
+async def test_a_reload_keeps_the_cache_current(setup, parses, monkeypatch):
+    """``run`` on SIGHUP loads through the cache as its start did: status then reads the new
+    configuration from the cache, not the one ``run`` started with."""
+    from credrefresh.systemd import Notifier  # noqa: PLC0415 - this test only
+    from credrefresh.wiring import build_daemon  # noqa: PLC0415
+
+    path, env = setup
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    started = load_config(path, cache="update")
+    path.write_text(config_text(7))
+    async with build_daemon(started, notifier=Notifier({}), handle_signals=False) as daemon:
+        assert await daemon.reload()
+    parses.clear()
+    assert len(load_config(path, cache="read").roles) == 8
+    assert parses == []  # from the cache the reload wrote

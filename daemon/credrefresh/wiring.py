@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 
-from credrefresh.config import Config
+from credrefresh.config import Config, load_config
 from credrefresh.engine import Daemon
 from credrefresh.errors import ConfigError, CredrefreshError
 from credrefresh.instance import instance_lock
@@ -65,6 +65,8 @@ async def build_daemon(
 
         endpoint = Endpoint(config.serve, config.path)
         services.append(partial(endpoint.serve, logger))
+    # A reload keeps status's parsed-config cache current, as the start did.
+    options.setdefault("loader", partial(load_config, cache="update"))
     async with AioStsClient(config) as sts:
         daemon = Daemon(
             config,
