@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final
 
 __all__ = ["TEMP_MARK", "remove_stale_temps", "replace_atomically"]
@@ -14,20 +14,26 @@ TEMP_MARK: Final = ".credrefresh-"
 
 
 def replace_atomically(
-    target: str, data: bytes, precondition: Callable[[], bool] | None = None
+    target: str,
+    data: bytes | Sequence[bytes | memoryview],
+    precondition: Callable[[], bool] | None = None,
 ) -> bool:
     """Write ``data`` to a 0600 temp file beside ``target``, fsync, rename over, fsync the dir.
 
     Readers see the old file or the new one, never a partial one. The temp file is named
     ``.<name>.credrefresh-*.tmp`` so a later run can recognise and remove one a crash left.
     ``precondition`` is checked after the data is on disk and right before the rename, the
-    last moment possible; when it fails nothing is replaced and False is returned.
+    last moment possible; when it fails nothing is replaced and False is returned. ``data``
+    may come in pieces, written one after the other: joining 10 MB first costs a copy.
     """
     directory, base = os.path.split(target)
     fd, temp = tempfile.mkstemp(prefix=f".{base}{TEMP_MARK}", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if isinstance(data, bytes):
+                handle.write(data)
+            else:
+                handle.writelines(data)
             handle.flush()
             os.fsync(handle.fileno())
         if precondition is not None and not precondition():

@@ -13,6 +13,10 @@ Rules it keeps:
   lock, so edits made since any earlier read are kept.
 
 ``render`` is the pure part (text in, text out); ``update_profiles`` is the I/O around it.
+
+Finding the sections of a 10 MB file costs more than changing a few of them, so a write returns
+a ``FileMemo`` (a digest of what it wrote and where its sections start) and the next write,
+given it, skips the scan when the file still holds exactly those bytes.
 """
 
 from __future__ import annotations
@@ -20,36 +24,46 @@ from __future__ import annotations
 import configparser
 import contextlib
 import fcntl
+import hashlib
 import os
 import re
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Final
+from itertools import compress
+from typing import Final, NamedTuple
 
 from credrefresh.atomic import remove_stale_temps, replace_atomically
 from credrefresh.errors import CredentialsFileError
 from credrefresh.inifile import (
     BOTOCORE_DEFAULT,
+    Sections,
     Span,
     comments_and_blanks,
     describe,
     layout,
-    parse,
+    parse_sections,
     require_sections,
     scan,
+    section_body,
+    section_value,
 )
 from credrefresh.model import Issued, format_time, parse_time
 from credrefresh.safefs import ensure_directory, open_private, open_regular
 
 __all__ = [
     "MARKER_KEY",
+    "FileMemo",
     "ManagedProfile",
+    "Plan",
     "WriteReport",
+    "apply",
+    "apply_bytes",
     "lock_path",
+    "plan",
     "read_profiles",
     "render",
     "scan_profiles",
@@ -70,6 +84,32 @@ CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
+class FileMemo:
+    """What an update left in the file, so that the next one need not scan it again.
+
+    Holds no text: a digest, the file's identity and where the sections start (about 100 bytes
+    a profile). It is used only when the file holds exactly the bytes it describes.
+
+    Attributes:
+        identity: ``(inode, size, mtime_ns)`` of the file after the update.
+        digest: SHA-256 of the file's bytes.
+        sections: Where its sections start.
+    """
+
+    identity: tuple[int, int, int]
+    digest: bytes
+    sections: Sections
+
+    def describes(self, identity: tuple[int, int, int] | None, data: bytes) -> bool:
+        """Whether ``data``, read from a file of ``identity``, is the file this memo describes.
+
+        The identity alone is no proof (a same-size rewrite within the clock's resolution
+        keeps it); the digest is. The identity only spares the hashing when it already differs.
+        """
+        return identity == self.identity and digest(data) == self.digest
+
+
+@dataclass(frozen=True, slots=True)
 class WriteReport:
     """What one update did.
 
@@ -80,6 +120,8 @@ class WriteReport:
         conflicts: Configured profiles left alone because they exist without the marker.
         changed: Whether the file was replaced at all.
         size: Size in bytes of the file after the update.
+        memo: For the next update of the same file, when the sections of this one are known.
+        scanned: Whether the file was scanned (rather than read with a memo).
     """
 
     path: str
@@ -88,6 +130,8 @@ class WriteReport:
     conflicts: tuple[str, ...]
     changed: bool
     size: int
+    memo: FileMemo | None = field(default=None, repr=False, compare=False)
+    scanned: bool = field(default=True, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +178,31 @@ NO_DEFAULT: Final = "\x00credrefresh-no-default"
 LAYOUT: Final = layout(MANAGED_COMMENT, MANAGED_KEYS, optional={"credrefresh_session_params"})
 
 
+class Plan(NamedTuple):
+    """What ``plan`` decided to change in a text, as edits to apply to it.
+
+    Attributes:
+        edits: ``(start, end, new)``: replace the text's ``[start:end]`` by ``new``; in order,
+            not overlapping.
+        appended: Text to add after the end (line breaks, then new profiles).
+        written: Profiles whose credentials were written.
+        removed: Managed profiles deleted.
+        conflicts: Configured profiles left alone because they exist without the marker.
+        sections: Where the sections of the new text start (in characters).
+        check: Whether the new text must be scanned (``require_sections``) before it is
+            written: a header after a changed section is indented, or a ``[DEFAULT]`` written.
+            ``sections`` then holds the names to expect and no more than that.
+    """
+
+    edits: list[tuple[int, int, str]]
+    appended: str
+    written: tuple[str, ...]
+    removed: tuple[str, ...]
+    conflicts: tuple[str, ...]
+    sections: Sections
+    check: bool
+
+
 def render(
     text: str,
     updates: Mapping[str, Issued],
@@ -150,54 +219,166 @@ def render(
         CredentialsFileError: the text does not parse as an INI file botocore could read, or a
             value to write could break a line.
     """
-    spans = parse(text, (MARKER_KEY,), LAYOUT)
-    newline = "\r\n" if "\r\n" in text else "\n"
-    pieces: list[str] = []
+    sections = parse_sections(text, LAYOUT)
+    newline = "\r\n" if "\r" in text and "\r\n" in text else "\n"  # "\r" alone: memchr
+    decided = plan(text.__getitem__, len(text), newline, sections, updates, removals, now=now)
+    out = apply(text, decided)
+    if decided.check:
+        require_sections(out, decided.sections.names)
+    return out, decided.written, decided.removed, decided.conflicts
+
+
+def plan(
+    read: Callable[[slice], str],
+    size: int,
+    newline: str,
+    sections: Sections,
+    updates: Mapping[str, Issued],
+    removals: Collection[str] = (),
+    *,
+    now: datetime,
+) -> Plan:
+    """What ``render`` changes in a text of ``size`` characters whose sections are ``sections``.
+
+    ``read`` gives a slice of the text (as text); only the sections changed and a few
+    characters around them are read, so the text may be held as bytes. ``newline`` is the
+    file's: CRLF if it has any, else LF.
+
+    Raises:
+        CredentialsFileError: a value to write could break a line.
+    """
+    names, starts = sections
+    edits: list[tuple[int, int, str]] = []
     written: list[str] = []
     removed: list[str] = []
     conflicts: list[str] = []
     present: set[str] = set()  # the names in updates that the file holds
-    copied = 0  # text[:copied] is in pieces already
-    shifted: list[int] = []  # where a changed section ended: the next header must stay one
-    for span in spans:
-        name = span.name
+    check = False  # whether a header after a changed section is indented
+    new_names: list[str] = []  # the sections of the new text, up to `carried`
+    new_starts: list[int] = []
+    carried = 0  # sections before this position are in new_names already
+    delta = 0  # how far the new text has moved what follows the last edit
+    wanted = updates.keys() | set(removals)
+    for position, name in compress(enumerate(names), map(wanted.__contains__, names)):
+        start = starts[position]
+        end = starts[position + 1] if position + 1 < len(starts) else size
+        chunk = read(slice(start, end))
         if name in updates:
             present.add(name)
-            if not is_marked(span):
+            if not marked(chunk, name):
                 conflicts.append(name)
                 continue
             fresh = section_text(name, updates[name], now, newline)
             written.append(name)
-        elif name in removals and is_marked(span):
+        elif name in removals and marked(chunk, name):
             fresh = ""
             removed.append(name)
         else:
             continue
-        pieces += (
-            text[copied : span.start],
-            fresh,
-            comments_and_blanks(text[span.body : span.end], MANAGED_COMMENT),
-        )
-        copied = span.end
-        shifted.append(span.end)
+        fresh += comments_and_blanks(chunk[section_body(chunk, 0) :], MANAGED_COMMENT)
+        edits.append((start, end, fresh))
+        new_names += names[carried:position]
+        new_starts += moved(starts[carried:position], delta)
+        if name in updates:
+            new_names.append(name)
+            new_starts.append(start + delta)
+        delta += len(fresh) - (end - start)
+        carried = position + 1
+        check = check or (end < size and read(slice(end, end + 1)).isspace())
+    new_names += names[carried:]
+    new_starts += moved(starts[carried:], delta)
+    new = {name: issued for name, issued in updates.items() if name not in present}
+    appended, at = append(new, size + delta, tail(read, size, edits), newline, now)
+    new_names += new
+    new_starts += at
+    written += new
+    if check or BOTOCORE_DEFAULT in written:  # the scan must find the kept, then the new
+        kept = [n for n in names if n not in removed]
+        new_names = kept + [name for name in written if name not in kept]
+        check = True
+    done = tuple(written), tuple(removed), tuple(conflicts)
+    return Plan(edits, appended, *done, Sections(tuple(new_names), tuple(new_starts)), check)
+
+
+def moved(starts: Sequence[int], delta: int) -> Sequence[int]:
+    """Offsets ``starts`` moved by ``delta``."""
+    return [start + delta for start in starts] if delta else starts
+
+
+def append(
+    new: Mapping[str, Issued], length: int, ending: str, newline: str, now: datetime
+) -> tuple[str, list[int]]:
+    """The text appending profiles ``new`` adds, and where each of them will start.
+
+    The text they follow has ``length`` characters and ends in ``ending``; each new profile
+    comes after one blank line.
+    """
+    # One string grown in place, not a list: at start-up that is 10,000 profiles, and as
+    # many live pieces of 1 KB would leave the heap fragmented (RSS measured 10 MB higher).
+    appended = ""
+    starts: list[int] = []
+    for name, issued in new.items():
+        gap = ""
+        if length and not ending.endswith("\n"):
+            gap += newline
+        if length and not (ending + gap).endswith(newline * 2):
+            gap += newline
+        fresh = section_text(name, issued, now, newline)
+        appended += gap + fresh
+        starts.append(length + len(gap))
+        length += len(gap) + len(fresh)
+        ending = fresh[-4:]
+    return appended, starts
+
+
+def tail(read: Callable[[slice], str], size: int, edits: list[tuple[int, int, str]]) -> str:
+    """The last few characters of the text once ``edits`` are applied (to space what follows)."""
+    ending = ""
+    end = size
+    for start, stop, fresh in reversed(edits):
+        ending = read(slice(max(stop, end - 4), end)) + ending
+        if len(ending) >= 4:  # noqa: PLR2004 - two CRLFs
+            return ending
+        ending = fresh[-4:] + ending
+        if len(ending) >= 4:  # noqa: PLR2004
+            return ending
+        end = start
+    return read(slice(max(0, end - 4), end)) + ending
+
+
+def apply(text: str, decided: Plan) -> str:
+    """``text`` with ``decided``'s edits: everything between them copied, one join."""
+    pieces: list[str] = []
+    copied = 0
+    for start, end, fresh in decided.edits:
+        pieces += (text[copied:start], fresh)
+        copied = end
     pieces.append(text[copied:])
-    out = "".join(pieces)
-    for name, issued in updates.items():
-        if name in present:
-            continue
-        if out and not out.endswith("\n"):
-            out += newline
-        if out and not out.endswith(newline * 2):
-            out += newline
-        out += section_text(name, issued, now, newline)
-        written.append(name)
-    if any(end < len(text) and text[end].isspace() for end in shifted) or (
-        BOTOCORE_DEFAULT in written
-    ):
-        gone = set(removed)
-        kept = [s.name for s in spans if s.name not in gone]
-        require_sections(out, kept + [name for name in written if name not in kept])
-    return out, tuple(written), tuple(removed), tuple(conflicts)
+    pieces.append(decided.appended)
+    return "".join(pieces)
+
+
+def apply_bytes(data: bytes, decided: Plan) -> list[bytes | memoryview]:
+    """``apply`` on the UTF-8 bytes of an ASCII text, as pieces to write one after the other.
+
+    Between the edits the pieces are views of ``data``: nothing is copied.
+    """
+    view = memoryview(data)
+    pieces: list[bytes | memoryview] = []
+    copied = 0
+    for start, end, fresh in decided.edits:
+        pieces += (view[copied:start], fresh.encode("utf-8"))
+        copied = end
+    pieces.append(view[copied:])
+    if decided.appended:
+        pieces.append(decided.appended.encode("utf-8"))
+    return pieces
+
+
+def marked(chunk: str, name: str) -> bool:
+    """Whether the section ``chunk`` (whole, alone) carries the marker set to ``true``."""
+    alone = Sections((name,), (0,))
+    return (section_value(chunk, alone, 0, MARKER_KEY, LAYOUT) or "").lower() == "true"
 
 
 def is_marked(span: Span) -> bool:
@@ -286,23 +467,33 @@ def locked(
 
 def read_text(target: str) -> tuple[str, tuple[int, int, int] | None]:
     """Read the file; return its text and ``(inode, size, mtime_ns)``, or ``None`` when absent."""
+    data, info = read_data(target)
+    return decode(target, data), info
+
+
+def read_data(target: str) -> tuple[bytes, tuple[int, int, int] | None]:
+    """Read the file; return its bytes and ``(inode, size, mtime_ns)``, or ``None`` when absent."""
     fd = open_regular(target, "credentials file")
     if fd is None:
-        return "", None
+        return b"", None
     try:
         with open(fd, "rb") as handle:
             info = os.fstat(handle.fileno())
             data = handle.read()
     except OSError as exc:
         raise CredentialsFileError(f"{target}: cannot read: {exc.strerror}") from None
+    return data, (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def decode(target: str, data: bytes) -> str:
+    """The text of the file's ``data``; refuses what is not UTF-8."""
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CredentialsFileError(
             f"{target}: is not UTF-8 text (invalid byte at offset {exc.start}); refusing to "
             "rewrite it"
         ) from None
-    return text, (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def identity(target: str) -> tuple[int, int, int] | None:
@@ -360,8 +551,12 @@ def update_profiles(
     now: datetime | None = None,
     lock_timeout: float = LOCK_TIMEOUT,
     cancel: threading.Event | None = None,
+    memo: FileMemo | None = None,
 ) -> WriteReport:
     """Write ``updates`` and delete managed ``removals`` in one atomic replace of ``path``.
+
+    ``memo`` is the previous update's (``WriteReport.memo``): when the file still holds exactly
+    what that update left, its sections are not scanned again. Anything else is scanned.
 
     Raises:
         CredentialsFileError: the file cannot be read, parsed, locked or replaced; it is then
@@ -376,34 +571,119 @@ def update_profiles(
         remove_stale_temps(target)
         for _ in range(STABLE_READ_TRIES):
             wait_settled(target)
-            text, before = read_text(target)
+            data, before = read_data(target)
             if before is not None and before[1] == 0 and not stays_empty(target):
                 continue  # someone was rewriting it: read what they wrote
-
+            # Not UTF-8 is a reading error: reported as such, before any parsing.
+            text = None if data.isascii() else decode(target, data)
             try:
-                new_text, written, removed, conflicts = render(text, updates, removals, now=moment)
+                pieces, decided, sections, scanned = rendered(
+                    data, text, before, memo, updates, removals, moment
+                )
             except CredentialsFileError as exc:
                 raise CredentialsFileError(f"{path}: {exc}; the file was left untouched") from None
-            if new_text == text:
-                size = len(text.encode("utf-8"))
-                return WriteReport(path, written, removed, conflicts, changed=False, size=size)
-            data = new_text.encode("utf-8")
+            written, removed, conflicts = decided.written, decided.removed, decided.conflicts
+            if same(data, pieces):
+                kept = None if before is None else FileMemo(before, digest(data), sections)
+                return WriteReport(
+                    path, written, removed, conflicts, False, len(data), kept, scanned
+                )
             # Writers that take no lock (the AWS CLI) may have rewritten the file since we
             # read it. Checked after the new data is on disk and right before the rename (the
             # smallest window there is): if it changed, start over from what is there now.
             try:
                 replaced = replace_atomically(
-                    target, data, precondition=partial(unchanged, target, before)
+                    target, pieces, precondition=partial(unchanged, target, before)
                 )
             except OSError as exc:
                 raise CredentialsFileError(
                     f"{path}: cannot replace: {exc.strerror}; the file was left untouched"
                 ) from None
             if replaced:
-                return WriteReport(path, written, removed, conflicts, changed=True, size=len(data))
+                memo = None if decided.check else memo_of(target, pieces, decided.sections)
+                size = sum(map(len, pieces))
+                return WriteReport(path, written, removed, conflicts, True, size, memo, scanned)
+            memo = None  # the file changed under us: whatever it holds now, scan it
         raise CredentialsFileError(
             f"{path}: changed under us {STABLE_READ_TRIES} times; not written"
         )
+
+
+def rendered(
+    data: bytes,
+    text: str | None,
+    before: tuple[int, int, int] | None,
+    memo: FileMemo | None,
+    updates: Mapping[str, Issued],
+    removals: Collection[str],
+    now: datetime,
+) -> tuple[list[bytes | memoryview], Plan, Sections, bool]:
+    """The new file's bytes in pieces, the plan, the old file's sections, whether scanned.
+
+    ``text`` is ``data`` decoded, or ``None`` when ``data`` is ASCII (nearly every file): that is
+    edited as bytes, offsets being the same in both, so that a memo spares decoding it and the
+    edits copy it once. Anything else is decoded, edited and encoded again.
+
+    Raises:
+        CredentialsFileError: the file does not parse, or a value is refused.
+    """
+    if memo is not None and text is None and memo.describes(before, data):
+        sections, scanned = memo.sections, False
+    else:
+        sections, scanned = parse_sections(text or data.decode("ascii"), LAYOUT), True
+    if text is None:
+        newline = "\r\n" if b"\r" in data and b"\r\n" in data else "\n"
+        decided = plan(
+            partial(ascii_slice, data), len(data), newline, sections, updates, removals, now=now
+        )
+        pieces = apply_bytes(data, decided)
+    else:
+        newline = "\r\n" if "\r" in text and "\r\n" in text else "\n"
+        decided = plan(text.__getitem__, len(text), newline, sections, updates, removals, now=now)
+        pieces = [apply(text, decided).encode("utf-8")]
+    if decided.check:
+        require_sections(b"".join(pieces).decode("utf-8"), decided.sections.names)
+    return pieces, decided, sections, scanned
+
+
+def same(data: bytes, pieces: Sequence[bytes | memoryview]) -> bool:
+    """Whether ``pieces`` put together are ``data``, without putting them together."""
+    if sum(map(len, pieces)) != len(data):
+        return False
+    view = memoryview(data)
+    at = 0
+    for piece in pieces:
+        if view[at : at + len(piece)] != piece:
+            return False
+        at += len(piece)
+    return True
+
+
+def ascii_slice(data: bytes, part: slice) -> str:
+    """``part`` of ASCII ``data``, as text."""
+    return data[part].decode("ascii")
+
+
+def memo_of(
+    target: str, pieces: Sequence[bytes | memoryview], sections: Sections
+) -> FileMemo | None:
+    """The memo of the file just written with ``pieces`` (``None`` if it is gone already).
+
+    Should another writer have replaced it since, the digest will not match next time.
+    """
+    try:
+        info = os.stat(target)
+    except OSError:
+        return None
+    return FileMemo((info.st_ino, info.st_size, info.st_mtime_ns), digest(*pieces), sections)
+
+
+def digest(*pieces: bytes | memoryview) -> bytes:
+    """What a memo keeps of the file's bytes (given in pieces, one after the other)."""
+    summary = hashlib.sha256()
+    for piece in pieces:
+        summary.update(piece)
+    return summary.digest()
 
 
 def read_profiles(path: str) -> dict[str, ManagedProfile]:

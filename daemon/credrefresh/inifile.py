@@ -14,6 +14,7 @@ import configparser
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Final, NamedTuple
 
 from credrefresh.errors import CredentialsFileError
@@ -21,13 +22,19 @@ from credrefresh.errors import CredentialsFileError
 __all__ = [
     "BOTOCORE_DEFAULT",
     "Layout",
+    "Sections",
     "Span",
+    "check_text",
     "comments_and_blanks",
     "describe",
+    "index",
     "layout",
     "parse",
+    "parse_sections",
     "require_sections",
     "scan",
+    "section_body",
+    "section_value",
 ]
 
 BOTOCORE_DEFAULT: Final = "DEFAULT"  # RawConfigParser's default section, as botocore uses it
@@ -63,6 +70,22 @@ class Span(NamedTuple):
         return None if lines is None else "\n".join(lines).rstrip()
 
 
+class Sections(NamedTuple):
+    """Where the sections of a text start, and nothing else: two tuples, not a record each.
+
+    A section ends where the next one starts (the last at the end of the text); its values are
+    read again from the text when wanted (``section_value``). Small enough to keep between
+    writes: about 100 bytes a section.
+
+    Attributes:
+        names: The section names, in order (``DEFAULT`` may repeat).
+        starts: Offset of each section's header line.
+    """
+
+    names: tuple[str, ...]
+    starts: tuple[int, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Layout:
     """A section shape known in advance, read whole by one regular expression.
@@ -73,11 +96,14 @@ class Layout:
             every line at column 0, LF or CRLF line endings.
         keys: The keys, in order; distinct and lowercase.
         optional: The keys whose line may be missing (their group is then ``None``).
+        run: Matches one or more such sections in a row, with no groups (``index`` reads
+            a file it wrote itself in a few such steps).
     """
 
     pattern: re.Pattern[str]
     keys: tuple[str, ...]
     optional: frozenset[str] = frozenset()
+    run: re.Pattern[str] | None = None
 
 
 def layout(comment: str, keys: Sequence[str], optional: Collection[str] = ()) -> Layout:
@@ -102,8 +128,10 @@ def layout(comment: str, keys: Sequence[str], optional: Collection[str] = ()) ->
     for index, key in enumerate(keys):
         line = rf"{key} = (?P<v{index}>[^\n]*){eol}"
         lines.append(f"(?:{line})?" if key in optional else line)
-    pattern = re.compile("".join(lines) + rf"(?P<tail>(?:{eol})*)")
-    return Layout(pattern, tuple(keys), frozenset(optional))
+    source = "".join(lines) + rf"(?P<tail>(?:{eol})*)"
+    # Possessive: a run never gives a section back, so matching it needs no backtracking stack.
+    run = re.compile("(?:{})++".format(re.sub(r"\(\?P<\w+>", "(?:", source)))
+    return Layout(re.compile(source), tuple(keys), frozenset(optional), run)
 
 
 def parse(text: str, watch: Collection[str] = (), known: Layout | None = None) -> tuple[Span, ...]:
@@ -113,21 +141,40 @@ def parse(text: str, watch: Collection[str] = (), known: Layout | None = None) -
         CredentialsFileError: botocore could not read it, or would read it otherwise than
             ``read_string`` does; the message never quotes a line.
     """
+    check_text(text)
+    try:
+        return scan(text, watch, known=known)
+    except configparser.Error as exc:
+        raise CredentialsFileError(f"does not parse as an INI file: {describe(exc)}") from None
+
+
+def parse_sections(text: str, known: Layout | None = None) -> Sections:
+    """Where the sections of ``text`` start, as botocore reads the file; raises as ``parse``."""
+    check_text(text)
+    try:
+        return index(text, known=known)
+    except configparser.Error as exc:
+        raise CredentialsFileError(f"does not parse as an INI file: {describe(exc)}") from None
+
+
+def check_text(text: str) -> None:
+    """Refuse text that ``read_string`` would read otherwise than botocore reads the file.
+
+    Raises:
+        CredentialsFileError: a byte order mark, or carriage returns outside CRLF line endings.
+    """
     if text.startswith("\ufeff"):
         raise CredentialsFileError(
             "starts with a UTF-8 byte order mark, which botocore cannot read; "
             "remove the first three bytes and try again"
         )
-    if "\r" in text and "\r" in text.replace("\r\n", ""):
+    # Two counts rather than a copy without the CRLFs: no second 10 MB string.
+    if "\r" in text and text.count("\r") != text.count("\r\n"):
         raise CredentialsFileError(
             "contains carriage returns that are not part of CRLF line endings; botocore reads "
             "them as line breaks, so editing the file safely is not possible; convert it to LF "
             "or CRLF line endings"
         )
-    try:
-        return scan(text, watch, known=known)
-    except configparser.Error as exc:
-        raise CredentialsFileError(f"does not parse as an INI file: {describe(exc)}") from None
 
 
 def require_sections(text: str, names: Sequence[str]) -> None:
@@ -148,9 +195,7 @@ def require_sections(text: str, names: Sequence[str]) -> None:
         )
 
 
-# One loop that follows RawConfigParser._read branch for branch: split up, it would be slower
-# (this runs once per line of a file of 10,000 profiles) and harder to compare with the original.
-def scan(  # noqa: C901, PLR0912, PLR0915
+def scan(
     text: str,
     watch: Collection[str] = (),
     default_section: str = BOTOCORE_DEFAULT,
@@ -168,12 +213,78 @@ def scan(  # noqa: C901, PLR0912, PLR0915
             line (duplicate sections and keys and a missing header at once, other bad lines
             together at the end).
     """
-    spans: list[Span] = []
+    names, starts, bodies, parts = read(text, watch, default_section, known, runs=False)
+    ends = [*starts[1:], len(text)]
+    return tuple(map(Span, names, starts, bodies, ends, parts))
+
+
+def index(
+    text: str, default_section: str = BOTOCORE_DEFAULT, known: Layout | None = None
+) -> Sections:
+    """Where the sections of ``text`` start, as ``RawConfigParser`` reads them; raises as ``scan``.
+
+    Runs of sections that match ``known`` are read a run at a time: for a file credrefresh
+    wrote, a few regular-expression calls instead of one step per section.
+    """
+    names, starts, _, _ = read(text, (), default_section, known, runs=True)
+    return Sections(tuple(names), tuple(starts))
+
+
+def section_body(text: str, start: int) -> int:
+    """Offset just past the header line of the section starting at ``start``."""
+    newline = text.find("\n", start)
+    return len(text) if newline < 0 else newline + 1
+
+
+def section_value(
+    text: str, sections: Sections, position: int, key: str, known: Layout | None = None
+) -> str | None:
+    """Watched ``key`` of the ``position``-th section, as ``scan`` would read it.
+
+    A section's values depend on its own lines only (its header resets what came before), so
+    the section is read alone: in one step when it starts as ``known`` says and ``key`` is one
+    of its single-line keys, else line by line.
+    """
+    start = sections.starts[position]
+    following = position + 1
+    end = sections.starts[following] if following < len(sections.starts) else len(text)
+    if known is not None and key in known.keys[:-1]:  # the last key's value may continue
+        fast = known.pattern.match(text, start, end)
+        if fast is not None and (value := fast[f"v{known.keys.index(key)}"]) is not None:
+            return value.strip()
+    # Under its own name as the default section: alone, it is never merged into another.
+    name = sections.names[position]
+    return scan(text[start:end], (key,), name)[0].value(key)
+
+
+# The next regular expressions are used on runs of sections of a known layout only, where every
+# line that starts with "[" is a header whose name is the text up to the first "]".
+HEADER_AFTER_LF: Final = re.compile(r"\n\[([^\n\]]+)\]")
+
+
+# One loop that follows RawConfigParser._read branch for branch: split up, it would be slower
+# (this runs once per line of a file of 10,000 profiles) and harder to compare with the original.
+def read(  # noqa: C901, PLR0912, PLR0915
+    text: str,
+    watch: Collection[str],
+    default_section: str,
+    known: Layout | None,
+    *,
+    runs: bool,
+) -> tuple[list[str], list[int], list[int], list[Mapping[str, list[str]]]]:
+    """``scan``'s loop: names, starts, body offsets and watched values of the sections.
+
+    With ``runs``, runs of sections matching ``known`` are taken whole and only names and starts
+    are returned for them (the other two lists then have no use: they are left incomplete).
+    """
+    names: list[str] = []
+    starts: list[int] = []
+    bodies: list[int] = []
+    parts: list[Mapping[str, list[str]]] = []
     sections: set[str] = set()
     options: set[tuple[str, str]] = set()
     errors: configparser.ParsingError | None = None
     name: str | None = None
-    start = body = 0
     values: dict[str, list[str]] = {}
     option = ""  # the key continuation lines extend ("" after a header: none)
     watched: list[str] | None = None  # the value being read, when its key is watched
@@ -194,17 +305,42 @@ def scan(  # noqa: C901, PLR0912, PLR0915
     picks = [(k, groups[f"v{i}"]) for i, k in enumerate(known.keys) if k in watch] if known else []
     last = known.keys[-1] if known else ""
     head, tail = groups.get("name", 0), groups.get("tail", 0)
+    run = known.run.match if known is not None and known.run is not None and runs else None
+    no_run_before = 0  # a run that could not be taken whole is read a section at a time
     while pos <= size:
+        if run is not None and pos >= no_run_before and text.startswith("[", pos):
+            whole = run(text, pos)
+            if whole is not None:
+                no_run_before = stop = whole.end()
+                heads = list(HEADER_AFTER_LF.finditer(text, pos, stop))
+                found = [text[pos + 1 : text.index("]", pos)], *map(itemgetter(1), heads)]
+                # Duplicates and [DEFAULT] are left to the step below, which reports them exactly.
+                if (
+                    len(found) > 1
+                    and default_section not in found
+                    and sections.isdisjoint(found)
+                    and len(set(found)) == len(found)
+                ):
+                    at = [pos, *[s + 1 for s in map(re.Match.start, heads)]]
+                    # The last section of the run is read by the step below, which sets up what
+                    # the lines after it (if any) continue or must not repeat.
+                    del found[-1]
+                    pos = at.pop()
+                    sections.update(found)
+                    names += found
+                    starts += at
         fast = match(text, pos) if match is not None and text.startswith("[", pos) else None
         if fast is not None and (header := fast[head]) not in sections:
             if header == default_section:
                 fast = None  # read line by line: [DEFAULT] may repeat
             else:
                 sections.add(header)
-                if name is not None:
-                    spans.append(Span(name, start, body, pos, values))
-                name, start, body = header, pos, text.index("\n", pos) + 1
+                name = header
+                names.append(header)
+                starts.append(pos)
+                bodies.append(text.index("\n", pos) + 1)
                 values = {}
+                parts.append(values)
                 for key, group in picks:
                     value = fast[group]
                     if value is not None:
@@ -244,10 +380,11 @@ def scan(  # noqa: C901, PLR0912, PLR0915
                 raise configparser.DuplicateSectionError(header, SOURCE, line_number(text, here))
             if header != default_section:
                 sections.add(header)
-            if name is not None:
-                spans.append(Span(name, start, body, here, values))
-            name, start, body = header, here, min(pos, size)
-            values, option, watched, in_layout = {}, "", None, frozenset()
+            name, values, option, watched, in_layout = header, {}, "", None, frozenset()
+            names.append(header)
+            starts.append(here)
+            bodies.append(min(pos, size))
+            parts.append(values)
             continue
         if name is None:
             raise configparser.MissingSectionHeaderError(SOURCE, line_number(text, here), line)
@@ -268,11 +405,9 @@ def scan(  # noqa: C901, PLR0912, PLR0915
             values[key] = watched
         else:
             watched = None
-    if name is not None:
-        spans.append(Span(name, start, body, size, values))
     if errors is not None:
         raise errors
-    return tuple(spans)
+    return names, starts, bodies, parts
 
 
 def line_number(text: str, offset: int) -> int:

@@ -17,7 +17,13 @@ from typing import Final
 
 import anyio
 
-from credrefresh.credfile import LOCK_TIMEOUT, SETTLE_LIMIT, WriteReport, update_profiles
+from credrefresh.credfile import (
+    LOCK_TIMEOUT,
+    SETTLE_LIMIT,
+    FileMemo,
+    WriteReport,
+    update_profiles,
+)
 from credrefresh.errors import CredentialsFileError
 from credrefresh.events import Event, event
 from credrefresh.model import Issued
@@ -75,6 +81,7 @@ async def write_file(
     lock_timeout: float | None = None,
     cancel: threading.Event | None = None,
     time_limit: float | None = None,
+    memo: FileMemo | None = None,
 ) -> tuple[WriteReport, Event]:
     """Write in a worker thread, shielded from cancellation so a write always finishes.
 
@@ -82,6 +89,7 @@ async def write_file(
     ``cancel`` abandons that wait (a write already under the lock still completes).
     ``time_limit`` bounds the whole write even so (at shutdown): past it the worker thread is
     abandoned, which is safe because the file is only ever replaced by an atomic rename.
+    ``memo`` is the previous write's (``WriteReport.memo``), to skip scanning the file again.
 
     Raises:
         CredentialsFileError: nothing was written.
@@ -95,6 +103,7 @@ async def write_file(
         now=now,
         lock_timeout=LOCK_TIMEOUT if lock_timeout is None else lock_timeout,
         cancel=cancel,
+        memo=memo,
     )
     with anyio.CancelScope(shield=True) as scope:
         if time_limit is not None:
@@ -128,6 +137,8 @@ class Writer:
         self.writes = 0
         self.stopping = threading.Event()  # read by the worker thread waiting for the lock
         self.busy_since: float | None = None
+        # What the last write left in the file: the next one skips the scan if it is still so.
+        self.memo: FileMemo | None = None
 
     # -- what waits ---------------------------------------------------------------------------
 
@@ -203,6 +214,7 @@ class Writer:
                 lock_timeout=lock_timeout,
                 cancel=None if final else self.stopping,
                 time_limit=time_limit,
+                memo=self.memo,
             )
         except CredentialsFileError as exc:
             self._failed(updates, removals, now)
@@ -212,6 +224,7 @@ class Writer:
         finally:
             self.busy_since = None
         self.failures = 0
+        self.memo = report.memo
         self.next_at = self.monotonic() + self.delay
         self.writes += int(report.changed)
         return WriteOutcome(
