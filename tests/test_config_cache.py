@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from credrefresh import config as config_module
 from credrefresh import configcache
 from credrefresh.config import load_config
-from credrefresh.credfile import render
+from credrefresh.credtext import render
 from credrefresh.errors import ConfigError
 from credrefresh.model import Credentials, Issued
 from credrefresh.plainrole import plain_role

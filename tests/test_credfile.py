@@ -34,16 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run straight from a checkout, without installing
     sys.path.insert(0, str(REPO))
 
-from credrefresh.credfile import (  # noqa: E402
-    MANAGED_COMMENT,
-    MARKER_KEY,
-    ManagedProfile,
-    identity,
-    lock_path,
-    read_profiles,
-    render,
-    update_profiles,
-)
+from credrefresh.credfile import identity, lock_path, read_profiles, update_profiles  # noqa: E402
+from credrefresh.credtext import MANAGED_COMMENT, MARKER_KEY, ManagedProfile, render  # noqa: E402
 from credrefresh.errors import AlreadyRunning, CredentialsFileError  # noqa: E402
 from credrefresh.instance import instance_lock  # noqa: E402
 from credrefresh.model import Credentials, Issued  # noqa: E402

@@ -23,14 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run straight from a checkout, without installing
     sys.path.insert(0, str(REPO))
 
-from credrefresh.credfile import (  # noqa: E402
-    LAYOUT,
-    FileMemo,
-    digest,
-    render,
-    rendered,
-    update_profiles,
-)
+from credrefresh.credfile import FileMemo, digest, rendered, update_profiles  # noqa: E402
+from credrefresh.credtext import LAYOUT, render  # noqa: E402
 from credrefresh.errors import CredentialsFileError  # noqa: E402
 from credrefresh.inifile import Sections, index, scan  # noqa: E402
 from credrefresh.writer import Writer  # noqa: E402

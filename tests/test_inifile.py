@@ -1,7 +1,7 @@
 """Tests of the single-pass reader and writer: they agree with botocore's parser and the old writer.
 
 ``inifile.scan`` must read every text exactly as ``configparser.RawConfigParser`` (what botocore
-uses) does, errors included; ``credfile.render`` must produce, byte for byte, what the
+uses) does, errors included; ``credtext.render`` must produce, byte for byte, what the
 configupdater-based writer it replaced produced, on every file both accept.
 """
 
@@ -24,16 +24,15 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run straight from a checkout, without installing
     sys.path.insert(0, str(REPO))
 
-from credrefresh.credfile import (  # noqa: E402
+from credrefresh.credfile import read_profiles, update_profiles  # noqa: E402
+from credrefresh.credtext import (  # noqa: E402
     LAYOUT,
     MANAGED_COMMENT,
     MANAGED_KEYS,
     MARKER_KEY,
-    read_profiles,
     render,
     scan_profiles,
     section_text,
-    update_profiles,
 )
 from credrefresh.errors import CredentialsFileError  # noqa: E402
 from credrefresh.inifile import Span, layout, scan  # noqa: E402

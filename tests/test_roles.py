@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 from credrefresh import roles
 from credrefresh.config import RefreshPolicy, Role
-from credrefresh.credfile import ManagedProfile, WriteReport
+from credrefresh.credfile import WriteReport
+from credrefresh.credtext import ManagedProfile
 from credrefresh.errors import CredentialsFileError
 from credrefresh.events import event
 from credrefresh.model import Credentials, Issued, RoleState, session_params

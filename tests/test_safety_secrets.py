@@ -38,7 +38,8 @@ from typing import Self
 import pytest
 from botocore.configloader import raw_config_parse
 
-from credrefresh.credfile import MARKER_KEY, lock_path
+from credrefresh.credfile import lock_path
+from credrefresh.credtext import MARKER_KEY
 from process_support import NotifySocket, Proc, clean_env, run_cli, write_config
 from support.fakests import Faults, ThreadedFakeSTS
 

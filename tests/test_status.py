@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from credrefresh.config import load_config
-from credrefresh.credfile import ManagedProfile
+from credrefresh.credtext import ManagedProfile
 from credrefresh.status import decide, exit_code, render_table, status
 from engine_support import make_config
 from process_support import clean_env, run_cli, write_config

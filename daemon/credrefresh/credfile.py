@@ -12,7 +12,8 @@ Rules it keeps:
 * Writers are serialised by an advisory lock on ``<file>.lock``, and the file is read under that
   lock, so edits made since any earlier read are kept.
 
-``render`` is the pure part (text in, text out); ``update_profiles`` is the I/O around it.
+``credrefresh.credtext`` is the pure part (the section format, the edit plan, ``render``);
+``update_profiles`` and ``read_profiles`` are the I/O around it.
 
 Finding the sections of a 10 MB file costs more than changing a few of them, so a write returns
 a ``FileMemo`` (a digest of what it wrote and where its sections start) and the next write,
@@ -26,52 +27,42 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import re
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from itertools import compress
-from typing import Final, NamedTuple
+from typing import Final
 
 from credrefresh.atomic import remove_stale_temps, replace_atomically
+from credrefresh.credtext import (
+    LAYOUT,
+    ManagedProfile,
+    Plan,
+    apply,
+    apply_bytes,
+    plan,
+    scan_profiles,
+)
 from credrefresh.errors import CredentialsFileError
 from credrefresh.inifile import (
-    BOTOCORE_DEFAULT,
     Sections,
-    Span,
-    comments_and_blanks,
     describe,
-    layout,
     parse_sections,
     require_sections,
-    scan,
-    section_body,
-    section_value,
 )
-from credrefresh.model import Issued, format_time, parse_time
+from credrefresh.model import Issued
 from credrefresh.safefs import ensure_directory, open_private, open_regular
 
 __all__ = [
-    "MARKER_KEY",
     "FileMemo",
-    "ManagedProfile",
-    "Plan",
     "WriteReport",
-    "apply",
-    "apply_bytes",
     "lock_path",
-    "plan",
     "read_profiles",
-    "render",
-    "scan_profiles",
     "update_profiles",
 ]
 
-MARKER_KEY: Final = "credrefresh_managed"
-MANAGED_COMMENT: Final = "# Managed by credrefresh: this profile is rewritten on every refresh."
 LOCK_TIMEOUT: Final = 120.0  # a 50 MB file takes seconds to rewrite; don't give up too soon
 STABLE_READ_TRIES: Final = 5
 # The AWS CLI rewrites the file in place without a lock: it truncates, then writes. Reading in
@@ -79,8 +70,6 @@ STABLE_READ_TRIES: Final = 5
 # file modified this recently is left to settle before it is read (bounded by SETTLE_LIMIT).
 SETTLE: Final = 0.1
 SETTLE_LIMIT: Final = 2.0
-# Any C0 or C1 control character, DEL included: none belongs in a value, and some break lines.
-CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,292 +121,6 @@ class WriteReport:
     size: int
     memo: FileMemo | None = field(default=None, repr=False, compare=False)
     scanned: bool = field(default=True, compare=False)
-
-
-@dataclass(frozen=True, slots=True)
-class ManagedProfile:
-    """What the file says about one profile, secrets left out.
-
-    Attributes:
-        profile: The section name.
-        managed: Whether it carries the marker.
-        access_key_id: The key id written, if any.
-        expiration: Parsed ``x_security_token_expires``, if present and valid.
-        role_arn: The role recorded by credrefresh, if any.
-        refreshed_at: When credrefresh wrote it, if recorded.
-        session_name: The role session name recorded, if any.
-        session_params: The fingerprint of the session parameters recorded, if any.
-    """
-
-    profile: str
-    managed: bool
-    access_key_id: str | None
-    expiration: datetime | None
-    role_arn: str | None
-    refreshed_at: datetime | None = None
-    session_name: str | None = None
-    session_params: str | None = None
-
-
-MANAGED_KEYS: Final = (  # what section_text writes, in order
-    MARKER_KEY,
-    "credrefresh_role_arn",
-    "credrefresh_session_name",
-    "credrefresh_assumed_role_arn",
-    "credrefresh_session_params",  # only when the role sets session parameters
-    "credrefresh_refreshed_at",
-    "aws_access_key_id",
-    "aws_secret_access_key",
-    "aws_session_token",
-    "x_security_token_expires",
-)
-# What scan_profiles reads (no secret), and its default section: [DEFAULT] is a profile like any.
-PROFILE_KEYS: Final = frozenset(MANAGED_KEYS) - {"aws_secret_access_key", "aws_session_token"}
-NO_DEFAULT: Final = "\x00credrefresh-no-default"
-# Sections written as section_text writes them (nearly all of a populated file): read in one step.
-LAYOUT: Final = layout(MANAGED_COMMENT, MANAGED_KEYS, optional={"credrefresh_session_params"})
-
-
-class Plan(NamedTuple):
-    """What ``plan`` decided to change in a text, as edits to apply to it.
-
-    Attributes:
-        edits: ``(start, end, new)``: replace the text's ``[start:end]`` by ``new``; in order,
-            not overlapping.
-        appended: Text to add after the end (line breaks, then new profiles).
-        written: Profiles whose credentials were written.
-        removed: Managed profiles deleted.
-        conflicts: Configured profiles left alone because they exist without the marker.
-        sections: Where the sections of the new text start (in characters).
-        check: Whether the new text must be scanned (``require_sections``) before it is
-            written: a header after a changed section is indented, or a ``[DEFAULT]`` written.
-            ``sections`` then holds the names to expect and no more than that.
-    """
-
-    edits: list[tuple[int, int, str]]
-    appended: str
-    written: tuple[str, ...]
-    removed: tuple[str, ...]
-    conflicts: tuple[str, ...]
-    sections: Sections
-    check: bool
-
-
-def render(
-    text: str,
-    updates: Mapping[str, Issued],
-    removals: Collection[str] = (),
-    *,
-    now: datetime,
-) -> tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """Apply ``updates`` and ``removals`` to credentials-file ``text``.
-
-    Returns ``(new_text, written, removed, conflicts)``. One pass finds the sections; only the
-    ones changed are rendered again, everything else is copied by slicing, byte for byte.
-
-    Raises:
-        CredentialsFileError: the text does not parse as an INI file botocore could read, or a
-            value to write could break a line.
-    """
-    sections = parse_sections(text, LAYOUT)
-    newline = "\r\n" if "\r" in text and "\r\n" in text else "\n"  # "\r" alone: memchr
-    decided = plan(text.__getitem__, len(text), newline, sections, updates, removals, now=now)
-    out = apply(text, decided)
-    if decided.check:
-        require_sections(out, decided.sections.names)
-    return out, decided.written, decided.removed, decided.conflicts
-
-
-def plan(
-    read: Callable[[slice], str],
-    size: int,
-    newline: str,
-    sections: Sections,
-    updates: Mapping[str, Issued],
-    removals: Collection[str] = (),
-    *,
-    now: datetime,
-) -> Plan:
-    """What ``render`` changes in a text of ``size`` characters whose sections are ``sections``.
-
-    ``read`` gives a slice of the text (as text); only the sections changed and a few
-    characters around them are read, so the text may be held as bytes. ``newline`` is the
-    file's: CRLF if it has any, else LF.
-
-    Raises:
-        CredentialsFileError: a value to write could break a line.
-    """
-    names, starts = sections
-    edits: list[tuple[int, int, str]] = []
-    written: list[str] = []
-    removed: list[str] = []
-    conflicts: list[str] = []
-    present: set[str] = set()  # the names in updates that the file holds
-    check = False  # whether a header after a changed section is indented
-    new_names: list[str] = []  # the sections of the new text, up to `carried`
-    new_starts: list[int] = []
-    carried = 0  # sections before this position are in new_names already
-    delta = 0  # how far the new text has moved what follows the last edit
-    wanted = updates.keys() | set(removals)
-    for position, name in compress(enumerate(names), map(wanted.__contains__, names)):
-        start = starts[position]
-        end = starts[position + 1] if position + 1 < len(starts) else size
-        chunk = read(slice(start, end))
-        if name in updates:
-            present.add(name)
-            if not marked(chunk, name):
-                conflicts.append(name)
-                continue
-            fresh = section_text(name, updates[name], now, newline)
-            written.append(name)
-        elif name in removals and marked(chunk, name):
-            fresh = ""
-            removed.append(name)
-        else:
-            continue
-        fresh += comments_and_blanks(chunk[section_body(chunk, 0) :], MANAGED_COMMENT)
-        edits.append((start, end, fresh))
-        new_names += names[carried:position]
-        new_starts += moved(starts[carried:position], delta)
-        if name in updates:
-            new_names.append(name)
-            new_starts.append(start + delta)
-        delta += len(fresh) - (end - start)
-        carried = position + 1
-        check = check or (end < size and read(slice(end, end + 1)).isspace())
-    new_names += names[carried:]
-    new_starts += moved(starts[carried:], delta)
-    new = {name: issued for name, issued in updates.items() if name not in present}
-    appended, at = append(new, size + delta, tail(read, size, edits), newline, now)
-    new_names += new
-    new_starts += at
-    written += new
-    if check or BOTOCORE_DEFAULT in written:  # the scan must find the kept, then the new
-        kept = [n for n in names if n not in removed]
-        new_names = kept + [name for name in written if name not in kept]
-        check = True
-    done = tuple(written), tuple(removed), tuple(conflicts)
-    return Plan(edits, appended, *done, Sections(tuple(new_names), tuple(new_starts)), check)
-
-
-def moved(starts: Sequence[int], delta: int) -> Sequence[int]:
-    """Offsets ``starts`` moved by ``delta``."""
-    return [start + delta for start in starts] if delta else starts
-
-
-def append(
-    new: Mapping[str, Issued], length: int, ending: str, newline: str, now: datetime
-) -> tuple[str, list[int]]:
-    """The text appending profiles ``new`` adds, and where each of them will start.
-
-    The text they follow has ``length`` characters and ends in ``ending``; each new profile
-    comes after one blank line.
-    """
-    # One string grown in place, not a list: at start-up that is 10,000 profiles, and as
-    # many live pieces of 1 KB would leave the heap fragmented (RSS measured 10 MB higher).
-    appended = ""
-    starts: list[int] = []
-    for name, issued in new.items():
-        gap = ""
-        if length and not ending.endswith("\n"):
-            gap += newline
-        if length and not (ending + gap).endswith(newline * 2):
-            gap += newline
-        fresh = section_text(name, issued, now, newline)
-        appended += gap + fresh
-        starts.append(length + len(gap))
-        length += len(gap) + len(fresh)
-        ending = fresh[-4:]
-    return appended, starts
-
-
-def tail(read: Callable[[slice], str], size: int, edits: list[tuple[int, int, str]]) -> str:
-    """The last few characters of the text once ``edits`` are applied (to space what follows)."""
-    ending = ""
-    end = size
-    for start, stop, fresh in reversed(edits):
-        ending = read(slice(max(stop, end - 4), end)) + ending
-        if len(ending) >= 4:  # noqa: PLR2004 - two CRLFs
-            return ending
-        ending = fresh[-4:] + ending
-        if len(ending) >= 4:  # noqa: PLR2004
-            return ending
-        end = start
-    return read(slice(max(0, end - 4), end)) + ending
-
-
-def apply(text: str, decided: Plan) -> str:
-    """``text`` with ``decided``'s edits: everything between them copied, one join."""
-    pieces: list[str] = []
-    copied = 0
-    for start, end, fresh in decided.edits:
-        pieces += (text[copied:start], fresh)
-        copied = end
-    pieces.append(text[copied:])
-    pieces.append(decided.appended)
-    return "".join(pieces)
-
-
-def apply_bytes(data: bytes, decided: Plan) -> list[bytes | memoryview]:
-    """``apply`` on the UTF-8 bytes of an ASCII text, as pieces to write one after the other.
-
-    Between the edits the pieces are views of ``data``: nothing is copied.
-    """
-    view = memoryview(data)
-    pieces: list[bytes | memoryview] = []
-    copied = 0
-    for start, end, fresh in decided.edits:
-        pieces += (view[copied:start], fresh.encode("utf-8"))
-        copied = end
-    pieces.append(view[copied:])
-    if decided.appended:
-        pieces.append(decided.appended.encode("utf-8"))
-    return pieces
-
-
-def marked(chunk: str, name: str) -> bool:
-    """Whether the section ``chunk`` (whole, alone) carries the marker set to ``true``."""
-    alone = Sections((name,), (0,))
-    return (section_value(chunk, alone, 0, MARKER_KEY, LAYOUT) or "").lower() == "true"
-
-
-def is_marked(span: Span) -> bool:
-    """Whether a section carries the marker set to ``true`` (any case), as botocore reads it."""
-    return (span.value(MARKER_KEY) or "").lower() == "true"
-
-
-def section_text(name: str, issued: Issued, now: datetime, newline: str) -> str:
-    """A managed profile, rendered whole.
-
-    Raises:
-        CredentialsFileError: the name or a value holds a control character (a line break
-            would let it start a section of its own); the message names the field, never the
-            value.
-    """
-    creds = issued.credentials
-    values = (
-        *(issued.role_arn, issued.session_name, issued.assumed_role_arn, issued.params),
-        *(format_time(now), creds.access_key_id, creds.secret_access_key, creds.session_token),
-        format_time(creds.expiration),
-    )
-    # Session parameters are written only when the role sets some.
-    fields = tuple(
-        (key, value)
-        for key, value in zip(MANAGED_KEYS[1:], values, strict=True)
-        if value or key != "credrefresh_session_params"
-    )
-    if not name or CONTROL.search(name):
-        raise CredentialsFileError(
-            f"profile name {name!r} is empty or holds a control character; not written"
-        )
-    for key, value in fields:
-        if CONTROL.search(value):
-            raise CredentialsFileError(
-                f"profile [{name}]: {key} holds a control character; not written"
-            )
-    lines = [f"[{name}]", MANAGED_COMMENT, f"{MARKER_KEY} = true"]
-    lines += (f"{key} = {value}" for key, value in fields)
-    return newline.join(lines) + newline
 
 
 # -- I/O ------------------------------------------------------------------------------------
@@ -698,22 +401,3 @@ def read_profiles(path: str) -> dict[str, ManagedProfile]:
         return scan_profiles(text)
     except configparser.Error as exc:
         raise CredentialsFileError(f"{path}: does not parse: {describe(exc)}") from None
-
-
-def scan_profiles(text: str) -> dict[str, ManagedProfile]:
-    """What ``read_profiles`` makes of ``text``, in one pass; raises as ``RawConfigParser``."""
-    spans = scan(text.removeprefix("\ufeff"), PROFILE_KEYS, NO_DEFAULT, LAYOUT)
-    profiles: dict[str, ManagedProfile] = {}
-    for span in spans:
-        expires = span.value("x_security_token_expires")
-        profiles[span.name] = ManagedProfile(
-            profile=span.name,
-            managed=is_marked(span),
-            access_key_id=span.value("aws_access_key_id"),
-            expiration=parse_time(expires) if expires else None,
-            role_arn=span.value("credrefresh_role_arn"),
-            refreshed_at=parse_time(span.value("credrefresh_refreshed_at") or ""),
-            session_name=span.value("credrefresh_session_name"),
-            session_params=span.value("credrefresh_session_params"),
-        )
-    return profiles

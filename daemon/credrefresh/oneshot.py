@@ -17,7 +17,8 @@ import anyio
 from credrefresh import roles
 from credrefresh.chains import levels
 from credrefresh.config import Config, Role
-from credrefresh.credfile import ManagedProfile, read_profiles
+from credrefresh.credfile import read_profiles
+from credrefresh.credtext import ManagedProfile
 from credrefresh.errors import CredentialsFileError, RefreshFailed
 from credrefresh.events import Event, conflict, emit, event, refresh_failed, refreshed
 from credrefresh.model import Credentials, ErrorInfo, Issued, RoleState, session_params

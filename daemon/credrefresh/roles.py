@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from credrefresh import events
 from credrefresh.config import Config, RefreshPolicy, ReloadPlan, Role
-from credrefresh.credfile import ManagedProfile
+from credrefresh.credtext import ManagedProfile
 from credrefresh.events import Event
 from credrefresh.model import ErrorInfo, Issued, RoleState, format_time, session_params
 from credrefresh.schedule import WRITE_ERROR, next_refresh, retry_at

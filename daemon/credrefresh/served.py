@@ -19,7 +19,7 @@ from credrefresh.model import Credentials, RoleState, parse_time
 
 __all__ = ["FileCredentials", "Served", "read_secrets"]
 
-MARKER_KEY = "credrefresh_managed"  # credfile.MARKER_KEY, without importing configupdater
+MARKER_KEY = "credrefresh_managed"  # credtext.MARKER_KEY, without importing the writer
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple, TextIO
 
 from credrefresh.config import Config
-from credrefresh.credfile import ManagedProfile, read_profiles
+from credrefresh.credfile import read_profiles
+from credrefresh.credtext import ManagedProfile
 from credrefresh.errors import CredentialsFileError
 from credrefresh.logs import Output, scrub, stderr
 from credrefresh.model import format_time, parse_time

@@ -472,7 +472,8 @@ def scenario_writer(opts: argparse.Namespace, workdir: Path) -> list[Row]:
     with one-hour credentials, about once a second).
     """
     sys.path.insert(0, str(HERE.parent))
-    from credrefresh.credfile import render, update_profiles  # noqa: PLC0415
+    from credrefresh.credfile import update_profiles  # noqa: PLC0415
+    from credrefresh.credtext import render  # noqa: PLC0415
     from support import oldrender  # noqa: PLC0415 - the reference lives with the tests
 
     n, k = opts.writer_n, opts.writer_k
@@ -593,7 +594,7 @@ def scenario_commands(opts: argparse.Namespace, workdir: Path) -> list[Row]:
     """``status`` of a file of n managed profiles (without and with the parsed-config cache),
     and ``check`` of a config of m roles."""
     from credrefresh.config import load_config  # noqa: PLC0415
-    from credrefresh.credfile import render  # noqa: PLC0415
+    from credrefresh.credtext import render  # noqa: PLC0415
 
     rows = []
     now = datetime.now(UTC)

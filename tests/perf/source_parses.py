@@ -56,7 +56,7 @@ def run(work: Path, home: Path, opts: argparse.Namespace) -> str:
     import botocore.configloader  # noqa: PLC0415
 
     from credrefresh.config import load_config  # noqa: PLC0415
-    from credrefresh.credfile import render  # noqa: PLC0415
+    from credrefresh.credtext import render  # noqa: PLC0415
     from credrefresh.oneshot import assume_all  # noqa: PLC0415
     from credrefresh.sts import AioStsClient  # noqa: PLC0415
 

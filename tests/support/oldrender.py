@@ -1,6 +1,6 @@
 """The writer as it was before the single-pass one: configupdater parses, re-renders everything.
 
-Kept with the tests as the reference the new ``credfile.render`` must agree with, byte for
+Kept with the tests as the reference the new ``credtext.render`` must agree with, byte for
 byte, on every file both accept (and for the benchmark's before/after figures).
 """
 
@@ -13,7 +13,8 @@ from datetime import datetime
 from configupdater import ConfigUpdater, Option, Section
 from configupdater.parser import ParsingError as UpdaterParsingError
 
-from credrefresh.credfile import MANAGED_COMMENT, MARKER_KEY, describe, section_text
+from credrefresh.credfile import describe
+from credrefresh.credtext import MANAGED_COMMENT, MARKER_KEY, section_text
 from credrefresh.errors import CredentialsFileError
 from credrefresh.model import Issued
 
