@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from credrefresh import config as config_module
 from credrefresh import configcache
+from credrefresh.atomic import TEMP_MARK
 from credrefresh.config import load_config
 from credrefresh.credtext import render
 from credrefresh.errors import ConfigError
@@ -368,3 +369,31 @@ async def test_a_reload_keeps_the_cache_current(setup, parses, monkeypatch):
     parses.clear()
     assert len(load_config(path, cache="read").roles) == 8
     assert parses == []  # from the cache the reload wrote
+
+
+def test_a_config_with_an_external_id_is_not_cached(setup, parses):
+    """``external_id`` is never echoed; a copy in the cache would outlive its removal from the
+    config, so such a configuration is parsed every time instead."""
+    path, env = setup
+    text = config_text(2).replace(
+        'session_name = "audit-me"', 'session_name = "audit-me"\nexternal_id = "s3cr3t-partner-id"'
+    )
+    path.write_text(text)
+    config = load_config(path, env, cache="update")
+    assert any(role.external_id == "s3cr3t-partner-id" for role in config.roles)
+    assert not cache_of(path, env).exists()
+    load_config(path, env, cache="read")
+    assert parses == [str(path), str(path)]
+
+
+def test_a_store_killed_half_way_leaves_no_temp_file_behind(setup):
+    """A temp file left by a store that was killed is removed by the next one."""
+    path, env = setup
+    load_config(path, env, cache="update")
+    cache = cache_of(path, env)
+    leftover = cache.parent / f".{cache.name}{TEMP_MARK}12345.tmp"
+    leftover.write_bytes(b"x" * 1000)
+    path.write_text(config_text(4))
+    load_config(path, env, cache="update")
+    assert not leftover.exists()
+    assert sorted(p.name for p in cache.parent.iterdir()) == [cache.name]

@@ -398,3 +398,16 @@ def test_memo_holds_no_text() -> None:
     assert isinstance(memo.sections, Sections)
     assert all(isinstance(name, str) and len(name) < 20 for name in memo.sections.names)
     assert len(memo.digest) == 32
+
+
+def test_a_write_that_leaves_non_ascii_text_keeps_no_memo(tmp_path: Path) -> None:
+    """Section offsets count characters; a file that is not ASCII after the write (a profile
+    name with an accent, appended to an ASCII file) gets no memo, so the next write scans."""
+    path = tmp_path / "credentials"
+    names = managed_file(path)
+    first = update_profiles(str(path), {"été": make_issued("été")}, now=LATER)
+    assert first.changed
+    assert first.memo is None
+    second = update_profiles(str(path), {names[1]: make_issued(names[1], 1)}, now=LATER)
+    assert second.scanned
+    assert "été" in path.read_text(encoding="utf-8")

@@ -32,7 +32,7 @@ EXIT_CONFIG: Final = 78
 DEMO_LIFETIME: Final = 10.0  # seconds: refreshes scroll by while the person watches
 # The parsed-config cache (credrefresh.configcache): status only reads it, and check neither
 # reads nor writes it, as both create nothing; once and run, which write in the state directory
-# anyway, keep it current.
+# anyway, read it and keep it current.
 CACHE_USE: Final[dict[str, Literal["read", "update"]]] = {
     "status": "read",
     "once": "update",

@@ -7,12 +7,15 @@ environment and working directory, so a cache can change how fast a configuratio
 nothing else. Nothing but the bytes decides what the parse returns, so the key is their SHA-256
 (with the cache format and the Python version, whose ``tomllib`` did the parse).
 
-``run``, ``once`` and ``check`` write it after a configuration validated; ``status`` only reads
-it (it writes nothing, as before). One file per configuration path,
+``run`` and ``once`` read it and keep it current: they write it after a parse that validated
+(``run`` on a reload too); ``status`` only reads it (it writes nothing, as before); ``check``
+neither reads nor writes it. One file per configuration path,
 ``config-<hash of the absolute path>.json`` in the default state directory (the config is not
 parsed yet, so it cannot say where its own state file goes): mode 0600, replaced atomically, its
 directory created 0700 and checked like the state file's. Two lines: a JSON header (format,
 Python version, SHA-256 of the config bytes and of the second line), then the table as JSON.
+A configuration that sets an ``external_id`` is not cached: the value is never echoed (not in
+errors, logs or state), and a copy in another file would outlive its removal from the config.
 
 The file is hostile input: anything but a regular file of ours (owner, mode 0600 or stricter,
 not a symlink, within ``MAX_CACHE_SIZE``) with a header that matches and a body whose digest
@@ -122,23 +125,40 @@ def same(a: object, b: object) -> bool:
     return a == b
 
 
+def holds_key(document: object, key: str) -> bool:
+    """Whether ``key`` is a key of any table in ``document``, at any depth (iterative)."""
+    pending = [document]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            if key in item:
+                return True
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 def store(path: str, raw: bytes, table: dict[str, Any]) -> bool:
     """Cache ``table``, what ``tomllib`` made of ``raw``; whether it was written.
 
     Best effort: a table JSON cannot carry exactly (dates and times, NaN, infinities), an
     unsafe or unwritable directory, or a full disk leave no cache, and no error.
     """
+    if holds_key(table, "external_id"):
+        return False
     try:
         body = json.dumps(table, allow_nan=False).encode()
     except (TypeError, ValueError, RecursionError):
         return False
     if not same(json.loads(body), table):
         return False
-    from credrefresh.atomic import replace_atomically  # noqa: PLC0415 - only writers need it
+    from credrefresh.atomic import remove_stale_temps, replace_atomically  # noqa: PLC0415
     from credrefresh.safefs import ensure_directory  # noqa: PLC0415
 
     try:
         ensure_directory(os.path.dirname(path))
+        remove_stale_temps(path)  # a store killed half way; one run or once per config
         replace_atomically(path, header(raw, body) + b"\n" + body + b"\n")
     except (OSError, CredentialsFileError):
         return False

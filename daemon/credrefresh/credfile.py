@@ -372,8 +372,12 @@ def memo_of(
 ) -> FileMemo | None:
     """The memo of the file just written with ``pieces`` (``None`` if it is gone already).
 
-    Should another writer have replaced it since, the digest will not match next time.
+    Should another writer have replaced it since, the digest will not match next time. Only an
+    ASCII file gets one: ``sections`` counts characters, which are bytes only there (the views
+    of ``data`` are ASCII already; what a write adds, a profile name say, may not be).
     """
+    if not all(isinstance(piece, memoryview) or piece.isascii() for piece in pieces):
+        return None
     try:
         info = os.stat(target)
     except OSError:

@@ -498,7 +498,9 @@ class Daemon:
     async def _reload(self) -> bool:
         old = self.config
         try:
-            new = self.loader(old.path)
+            # In a worker thread: 10,000 roles take a second to parse and validate, and the
+            # loop keeps pinging the watchdog and writing meanwhile.
+            new = await anyio.to_thread.run_sync(self.loader, old.path)
             plan = plan_reload(old, new)
         except ConfigError as exc:
             self._emit(event("config.rejected", path=old.path, errors=list(exc.problems)))
