@@ -1331,6 +1331,17 @@ def command(argv: Sequence[str]) -> str:
     return shlex.join([shown, "tests/perf/bench.py", *argv])
 
 
+def notes_of(results: Path) -> str:
+    """The written sections of ``results`` (from its first ``## `` heading on), which a full
+    run keeps below the new table: the notes of what moved each figure, issue by issue."""
+    try:
+        old = results.read_text()
+    except FileNotFoundError:
+        return ""
+    at = old.find("\n## ")
+    return "" if at < 0 else old[at:]
+
+
 def markdown(report: dict[str, Any], rows: list[Row]) -> str:
     """RESULTS.md."""
     info, opts = report["machine"], report["options"]
@@ -1477,7 +1488,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "latest.json").write_text(json.dumps(report, indent=1) + "\n")
     if not opts.quick and set(opts.scenarios) == set(SCENARIOS):
-        (HERE / "RESULTS.md").write_text(text)
+        results = HERE / "RESULTS.md"
+        results.write_text(text.rstrip("\n") + "\n" + notes_of(results))
     return 0
 
 
