@@ -341,3 +341,104 @@ def test_scan_profiles_agrees_with_read_profiles(tmp_path_factory: Any, text: st
     except configparser.Error:
         got = "error"
     assert got == expected
+
+
+def reference_profiles(text: str) -> dict[str, Any]:
+    """``scan_profiles`` as it was, every section read line by line: the reference."""
+    from credrefresh.credtext import PROFILE_KEYS, is_marked  # noqa: PLC0415 - this test only
+    from credrefresh.model import parse_time  # noqa: PLC0415
+
+    profiles = {}
+    for span in scan(text.removeprefix("\ufeff"), PROFILE_KEYS, NO_DEFAULT, LAYOUT):
+        expires = span.value("x_security_token_expires")
+        profiles[span.name] = (
+            is_marked(span),
+            span.value("aws_access_key_id"),
+            parse_time(expires) if expires else None,
+            span.value("credrefresh_role_arn"),
+            parse_time(span.value("credrefresh_refreshed_at") or ""),
+            span.value("credrefresh_session_name"),
+            span.value("credrefresh_session_params"),
+        )
+    return profiles
+
+
+EDITS = (
+    lambda line: line + "\n  continued",  # the value goes on (or an indented line)
+    lambda line: line.replace("= true", "= TRUE"),
+    lambda line: line.replace("= true", "= false"),
+    lambda line: line + "\n",
+    lambda line: line + "\n\n   ",
+    lambda line: " " + line,
+    lambda line: line + "\nextra = 1",
+    lambda line: line.replace(" = ", "="),
+    lambda line: line + "\n# note",
+)
+
+
+@st.composite
+def edited_documents(draw: st.DrawFn) -> str:
+    """A credentials file with managed sections, some of their lines edited by hand."""
+    text = draw(documents())["text"]
+    newline = "\r\n" if "\r\n" in text else "\n"
+    lines = text.split(newline)
+    for _ in range(draw(st.integers(0, 3))):
+        if lines:
+            at = draw(st.integers(0, len(lines) - 1))
+            lines[at] = draw(st.sampled_from(EDITS))(lines[at]).replace("\n", newline)
+    return draw(st.sampled_from(["", "\ufeff"])) + newline.join(lines)
+
+
+@settings(
+    max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(st.one_of(edited_documents(), documents().map(lambda doc: doc["text"]), soups()))
+def test_scan_profiles_reads_every_section_as_line_by_line_reading_does(text: str) -> None:
+    """Sections of the managed shape are read with one match each, the rest line by line: the
+    result (and any error) is what reading every section line by line gives."""
+    try:
+        expected: Any = reference_profiles(text)
+    except configparser.Error as exc:
+        expected = type(exc).__name__
+    try:
+        got: Any = {
+            name: (
+                p.managed,
+                p.access_key_id,
+                p.expiration,
+                p.role_arn,
+                p.refreshed_at,
+                p.session_name,
+                p.session_params,
+            )
+            for name, p in scan_profiles(text).items()
+        }
+    except configparser.Error as exc:
+        got = type(exc).__name__
+    assert got == expected
+
+
+@pytest.mark.parametrize(
+    "after",
+    ["  continued\n", "\n  continued\n", "\n\n\tcontinued\n", "\n", "# note\n", "extra = 1\n"],
+    ids=["indented", "blank-then-indented", "blanks-then-tab", "blank", "comment", "extra-key"],
+)
+@pytest.mark.parametrize("newline", ["\n", "\r\n"], ids=["lf", "crlf"])
+def test_a_managed_section_edited_after_its_last_line_reads_as_botocore_reads_it(
+    after: str, newline: str
+) -> None:
+    """Lines after the last key of a managed section may continue its value (botocore joins
+    them): the one-match reading must then give way to the line-by-line one."""
+    text = (section_text("dev", make_issued("dev"), NOW, "\n") + after + "[user]\nk = v\n").replace(
+        "\n", newline
+    )
+    expected = reference_profiles(text)
+    got = scan_profiles(text)
+    assert set(got) == set(expected) == {"dev", "user"}
+    assert got["dev"].expiration == expected["dev"][2]
+    assert (got["dev"].expiration is None) == after.strip().startswith("continued")
+    parser = configparser.RawConfigParser(default_section=NO_DEFAULT)
+    parser.read_string(text)
+    assert parser.get("dev", "x_security_token_expires").endswith("continued") == (
+        got["dev"].expiration is None
+    )

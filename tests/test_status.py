@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -41,7 +40,7 @@ def test_every_state_is_decided(tmp_path):
         "expiring": managed("expiring", left=600),  # past 60 % of its hour: overdue
         "failing": managed("failing", left=1800),
         "expired": managed("expired", left=-5),
-        "conflict": replace(managed("conflict", left=3000), managed=False),
+        "conflict": managed("conflict", left=3000)._replace(managed=False),
     }
     state = {
         "profiles": {
@@ -214,7 +213,7 @@ def test_state_kept_for_another_role_is_ignored(tmp_path):
 def test_another_roles_credentials_are_a_mismatch(tmp_path):
     """A profile holding credentials credrefresh wrote for another role is critical, not fresh."""
     config = make_config(tmp_path, ["x"])
-    other = replace(managed("x", left=3000), role_arn="arn:aws:iam::123456789012:role/other")
+    other = managed("x", left=3000)._replace(role_arn="arn:aws:iam::123456789012:role/other")
     row = decide(config, {"x": other}, None, NOW)[0]
     assert row.state == "mismatch"
     assert row.role_arn == config.roles[0].role_arn
