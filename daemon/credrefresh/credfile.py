@@ -35,7 +35,6 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Final
 
-from credrefresh.atomic import remove_stale_temps, replace_atomically
 from credrefresh.credtext import (
     LAYOUT,
     ManagedProfile,
@@ -265,6 +264,9 @@ def update_profiles(
         CredentialsFileError: the file cannot be read, parsed, locked or replaced; it is then
             exactly as it was.
     """
+    # Here, not at the top: status and a start-up only read the file (tempfile: 7 ms).
+    from credrefresh.atomic import remove_stale_temps, replace_atomically  # noqa: PLC0415
+
     target = os.path.realpath(path)
     moment = now or datetime.now(UTC)
     # The link's own directory too: whoever can write there can point the link elsewhere.

@@ -14,9 +14,6 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final
 
-import anyio
-
-from credrefresh.atomic import remove_stale_temps, replace_atomically
 from credrefresh.config import Config
 from credrefresh.errors import CredentialsFileError
 from credrefresh.events import Event, event
@@ -134,6 +131,8 @@ def save_state(path: str, document: Mapping[str, Any] | str) -> None:
     Raises:
         OSError: it cannot be written, or its directory is unsafe (``safefs.check_directory``).
     """
+    from credrefresh.atomic import remove_stale_temps, replace_atomically  # noqa: PLC0415 - status
+
     try:
         ensure_directory(os.path.dirname(os.path.abspath(path)))
     except CredentialsFileError as exc:
@@ -212,6 +211,8 @@ async def record(
 
 
 async def _save(path: str, document: Mapping[str, Any] | str) -> Event | None:
+    import anyio  # noqa: PLC0415 - here: status, which only reads the file, starts faster
+
     try:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(save_state, path, document)
