@@ -345,14 +345,14 @@ def test_scan_profiles_agrees_with_read_profiles(tmp_path_factory: Any, text: st
 
 def reference_profiles(text: str) -> dict[str, Any]:
     """``scan_profiles`` as it was, every section read line by line: the reference."""
-    from credrefresh.credtext import PROFILE_KEYS, is_marked  # noqa: PLC0415 - this test only
+    from credrefresh.credtext import PROFILE_KEYS  # noqa: PLC0415 - this test only
     from credrefresh.model import parse_time  # noqa: PLC0415
 
     profiles = {}
     for span in scan(text.removeprefix("\ufeff"), PROFILE_KEYS, NO_DEFAULT, LAYOUT):
         expires = span.value("x_security_token_expires")
         profiles[span.name] = (
-            is_marked(span),
+            (span.value(MARKER_KEY) or "").lower() == "true",
             span.value("aws_access_key_id"),
             parse_time(expires) if expires else None,
             span.value("credrefresh_role_arn"),

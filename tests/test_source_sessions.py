@@ -8,6 +8,7 @@ import os
 import stat
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio
 import pytest
@@ -154,6 +155,13 @@ MFA = MfaSource(SERIAL, "/state/mfa.json", lead=3600)
 
 def creds(key: str, expires: datetime) -> Credentials:
     return Credentials(key, SECRET, TOKEN, expires)
+
+
+def on_clock(config: Any, sts: Any, clock: Any, log: Any, **options: Any) -> Daemon:
+    """A daemon on the test clock: no signal handling, first calls not spread out."""
+    return Daemon(
+        config, sts, log=log, clock=clock, handle_signals=False, start_spread=0.0, **options
+    )
 
 
 def web_session(key: str, expires: datetime, now: datetime) -> Issued:
@@ -314,7 +322,7 @@ async def test_run_waits_for_mfa_then_signs_every_role_with_the_session(tmp_path
     config = mfa_config(tmp_path)
     sts = ScriptedSts(clock, lifetime=3600)
     log = Recorder()
-    daemon = Daemon(config, sts, log=log, clock=clock, handle_signals=False, start_spread=0.0)
+    daemon = on_clock(config, sts, clock, log)
     async with anyio.create_task_group() as tg:
         await tg.start(daemon.run)
         assert sts.calls == []
@@ -353,15 +361,7 @@ async def test_web_identity_session_failure_makes_roles_wait_then_signs_them(tmp
         now = clock.now()
         return web_session("ASIAWEBSESSION00000", now + timedelta(hours=1), now)
 
-    daemon = Daemon(
-        config,
-        sts,
-        log=log,
-        clock=clock,
-        handle_signals=False,
-        start_spread=0.0,
-        session_obtain=obtain,
-    )
+    daemon = on_clock(config, sts, clock, log, session_obtain=obtain)
     async with anyio.create_task_group() as tg:
         tg.start_soon(daemon.run)
         await log.wait_count("role.refreshed", 2)
@@ -438,15 +438,7 @@ async def test_a_reload_that_moves_the_session_file_reads_the_new_one(tmp_path):
     save_session(moved.session_file, StoredSession(SERIAL, second, clock.now()))
     sts = ScriptedSts(clock, lifetime=3600)
     log = Recorder()
-    daemon = Daemon(
-        config,
-        sts,
-        log=log,
-        clock=clock,
-        handle_signals=False,
-        start_spread=0.0,
-        loader=lambda _path: replace(config, session=moved),
-    )
+    daemon = on_clock(config, sts, clock, log, loader=lambda _path: replace(config, session=moved))
     async with anyio.create_task_group() as tg:
         await tg.start(daemon.run)
         assert await daemon.reload()
@@ -576,9 +568,7 @@ async def test_ready_does_not_wait_for_a_session_that_ends_within_the_margin(tmp
     soon = creds("ASIASOONSESSION0000", clock.now() + timedelta(seconds=5))
     save_session(config.session.session_file, StoredSession(SERIAL, soon, clock.now()))
     sts = ScriptedSts(clock, lifetime=3600)
-    daemon = Daemon(
-        config, sts, log=Recorder(), clock=clock, handle_signals=False, start_spread=0.0
-    )
+    daemon = on_clock(config, sts, clock, Recorder())
     async with anyio.create_task_group() as tg:
         with anyio.fail_after(10):  # STARTUP_LIMIT is 60 s: this fails if READY waits for it
             await tg.start(daemon.run)

@@ -21,7 +21,6 @@ from credrefresh.errors import CredentialsFileError
 from credrefresh.inifile import (
     BOTOCORE_DEFAULT,
     Sections,
-    Span,
     comments_and_blanks,
     index,
     layout,
@@ -312,11 +311,6 @@ def marked(chunk: str, name: str) -> bool:
     """Whether the section ``chunk`` (whole, alone) carries the marker set to ``true``."""
     alone = Sections((name,), (0,))
     return (section_value(chunk, alone, 0, MARKER_KEY, LAYOUT) or "").lower() == "true"
-
-
-def is_marked(span: Span) -> bool:
-    """Whether a section carries the marker set to ``true`` (any case), as botocore reads it."""
-    return (span.value(MARKER_KEY) or "").lower() == "true"
 
 
 def section_text(name: str, issued: Issued, now: datetime, newline: str) -> str:

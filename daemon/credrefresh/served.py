@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from credrefresh.credtext import MARKER_KEY
 from credrefresh.model import Credentials, RoleState, parse_time
 
 __all__ = ["FileCredentials", "Served", "read_secrets"]
-
-MARKER_KEY = "credrefresh_managed"  # credtext.MARKER_KEY, without importing the writer
 
 
 @dataclass(frozen=True, slots=True)

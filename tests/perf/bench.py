@@ -927,6 +927,33 @@ def scenario_idle(opts: argparse.Namespace, workdir: Path) -> Row:
     )
 
 
+@dataclass
+class Tally:
+    """What a daemon's log says of a window: file writes, refreshes, failures and pacing."""
+
+    seconds: float
+    writes: list[dict[str, Any]]
+    refreshed: int
+    failed: int
+    expired: int  # over the whole log: role.expired is logged once per expiry
+    min_gap: float | None
+    most_in_1s: int
+
+
+def tally(log: list[dict[str, Any]], window: Window) -> Tally:
+    """Count the events of ``log`` inside ``window``."""
+    inside = [e for e in log if "timestamp" in e and window.start <= stamp(e) <= window.end]
+    writes = file_writes(inside)
+    return Tally(
+        window.end - window.start,
+        writes,
+        sum(1 for e in inside if e["event"] == "role.refreshed"),
+        sum(1 for e in inside if e["event"] == "role.refresh_failed"),
+        sum(1 for e in log if e.get("event") == "role.expired"),
+        *write_pacing(writes),
+    )
+
+
 def write_pacing(writes: list[dict[str, Any]]) -> tuple[float | None, int]:
     """Smallest gap between consecutive writes, and the most writes in any 1 s span."""
     times = sorted(stamp(e) for e in writes)
@@ -951,13 +978,9 @@ def scenario_hour(opts: argparse.Namespace, workdir: Path) -> Row:
         with daemon(workdir, config, "hour") as (proc, out):
             window = measure_window(proc, opts.hour_seconds)
         log = events(out)
-    inside = [e for e in log if "timestamp" in e and window.start <= stamp(e) <= window.end]
-    writes = file_writes(inside)
-    refreshed = sum(1 for e in inside if e["event"] == "role.refreshed")
-    failed = sum(1 for e in inside if e["event"] == "role.refresh_failed")
-    expired = sum(1 for e in log if e.get("event") == "role.expired")
-    gap, most = write_pacing(writes)
-    seconds = window.end - window.start
+    seen = tally(log, window)
+    writes, refreshed, failed, expired = seen.writes, seen.refreshed, seen.failed, seen.expired
+    gap, most, seconds = seen.min_gap, seen.most_in_1s, seen.seconds
     sim_hours = seconds / lifetime  # one credential lifetime stands for one real hour
     coalesced = most <= 1 and (gap is None or gap >= WRITE_DELAY * 0.99)
     return Row(
@@ -988,13 +1011,9 @@ def scenario_hour(opts: argparse.Namespace, workdir: Path) -> Row:
 
 def wave_row(name: str, roles: int, window: Window, log: list[dict[str, Any]]) -> Row:
     """A row for a window of ``run``: refreshes, CPU per refresh and the pacing of writes."""
-    inside = [e for e in log if "timestamp" in e and window.start <= stamp(e) <= window.end]
-    writes = file_writes(inside)
-    refreshed = sum(1 for e in inside if e["event"] == "role.refreshed")
-    failed = sum(1 for e in inside if e["event"] == "role.refresh_failed")
-    expired = sum(1 for e in log if e.get("event") == "role.expired")
-    gap, most = write_pacing(writes)
-    seconds = window.end - window.start
+    seen = tally(log, window)
+    writes, refreshed, failed, expired = seen.writes, seen.refreshed, seen.failed, seen.expired
+    gap, most, seconds = seen.min_gap, seen.most_in_1s, seen.seconds
     write_ms = [float(e.get("duration_ms") or 0) for e in writes]
     return Row(
         name,

@@ -124,8 +124,7 @@ def main() -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     row = bench.wave_row("steady state", opts.roles, window, log)
-    inside = [e for e in log if "timestamp" in e and window.start <= bench.stamp(e) <= window.end]
-    writes = bench.file_writes(inside)
+    writes = bench.tally(log, window).writes
     carried = [int(e.get("profiles") or 0) for e in writes]
     seconds = window.end - window.start
     print(
