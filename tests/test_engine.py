@@ -661,3 +661,41 @@ async def test_watchdog_pings_stop_while_a_write_is_stuck(tmp_path, recording):
             while "WATCHDOG=1" not in recording.sent:
                 await anyio.wait_readable(recording.receiver)
         daemon.stop()
+
+
+async def test_a_large_file_is_written_by_its_spacing_unless_credentials_run_out(tmp_path):
+    """An ordinary refresh of a 4 MB file waits for its spacing; an urgent one does not.
+
+    The spacing (one second per MB) is what keeps ``run`` at 10,000 profiles from re-copying
+    the whole file every second; a profile whose credentials in the file expire within five
+    minutes must not wait for it.
+    """
+    clock = JumpClock()
+    config = make_config(tmp_path, ["a"], jitter=0.0)
+    path = tmp_path / "aws" / "credentials"
+    path.parent.mkdir()
+    filler = "# " + "x" * 98 + "\n"
+    path.write_text("[theirs]\naws_access_key_id = AKIAUSER\n" + filler * 40_000)  # 4 MB
+    sts = ScriptedSts(clock, lifetime=3600)
+    daemon, log = build(config, sts, clock)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)  # the first write: nothing in the file, so urgent
+        assert len(log.named("credentials_file.written")) == 1
+        first = read(config)["a"]["aws_access_key_id"]
+
+        # 31 minutes on: due (refresh_at 0.5), and what the file holds lasts 29 more minutes.
+        clock.offset = timedelta(minutes=31)
+        await sts.wait_calls(lambda calls: len(calls) == 2, timeout=5)
+        called = anyio.current_time()
+        await log.wait_count("credentials_file.written", 2, timeout=10)
+        assert anyio.current_time() - called >= 3.5  # spaced by the file's size (4 s)
+        second = read(config)["a"]["aws_access_key_id"]
+        assert second != first
+
+        # 87 minutes on: overdue (since 61), and what the file holds expires in 4 minutes.
+        clock.offset = timedelta(minutes=87)
+        await sts.wait_calls(lambda calls: len(calls) == 3, timeout=5)
+        await log.wait_count("credentials_file.written", 3, timeout=2)  # not the 4 s spacing
+        daemon.stop()
+    assert read(config)["a"]["aws_access_key_id"] not in {first, second}
+    assert read(config)["theirs"] == {"aws_access_key_id": "AKIAUSER"}

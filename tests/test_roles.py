@@ -160,3 +160,13 @@ def test_seed_table_marks_only_matching_unexpired_profiles_warm() -> None:
     assert table["b"].due == T0 + timedelta(seconds=1)  # spread 2 s, draw 0.5
     assert table["c"].due == T0 + timedelta(seconds=1)
     assert table["c"].access_key_id is None
+
+
+def test_a_write_is_urgent_when_the_file_holds_nothing_good() -> None:
+    """New credentials skip a large file's spacing when the profile has none that will last."""
+    assert roles.urgent_write(state("new"), T0)  # nothing written yet
+    expiring = state("a", expiration=T0 + roles.URGENT_WITHIN)
+    assert roles.urgent_write(expiring, T0)
+    assert roles.urgent_write(state("b", expiration=T0 - timedelta(seconds=1)), T0)
+    fine = state("c", expiration=T0 + roles.URGENT_WITHIN + timedelta(seconds=1))
+    assert not roles.urgent_write(fine, T0)

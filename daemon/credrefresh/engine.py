@@ -393,7 +393,8 @@ class Daemon:
             return
         self.states[role.profile] = roles.issued(state, result, self.config.refresh, self.rng())
         self.live[role.profile] = result
-        self.writer.add(replace(result, params=session_params(role)))
+        urgent = roles.urgent_write(state, self.clock.now())
+        self.writer.add(replace(result, params=session_params(role)), urgent=urgent)
 
     def _failed(self, role: Role, generation: int, exc: RefreshFailed) -> None:
         state = self._current(role, generation)

@@ -1,8 +1,9 @@
 """The daemon's two files, one at a time: the credentials file and the state file.
 
 Credentials-file writes are coalesced (``writer.Writer``): a write waits up to ``write_delay``
-for refreshes about to finish, never starts sooner than ``write_delay`` after the last one, and
-after a failure waits out the writer's backoff. The state file (for ``status``) holds every
+for refreshes about to finish, never starts sooner than ``write_delay`` after the last one (or,
+when nothing urgent waits, the spacing of a large file: ``writer.spacing``), and after a failure
+waits out the writer's backoff. The state file (for ``status``) holds every
 role, so while running it is saved at most once per ``state_every``; before READY=1 and at stop
 it is saved at once. One lock keeps the two apart: each big file's buffers add up otherwise.
 """
@@ -71,9 +72,9 @@ class Files:
             # Let refreshes that are about to finish share this write, for at most the delay.
             with anyio.move_on_after(self.delay()):
                 await self.settle()
-            # Never rewrite the file more than once per delay; after a failed write, wait out
-            # its backoff.
-            await anyio.sleep(self.writer.wait_s())
+            # Never rewrite the file more than once per delay (per spacing, for a large file,
+            # unless something urgent waits); after a failed write, wait out its backoff.
+            await self.writer.wait_due()
             await self.flush(save_state=False)
 
     async def state_loop(self) -> None:

@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Final
 
 from credrefresh import events
 from credrefresh.config import Config, RefreshPolicy, ReloadPlan, Role
@@ -34,12 +35,16 @@ __all__ = [
     "reloaded",
     "seed_table",
     "seeded",
+    "urgent_write",
     "waiting",
     "write_failed",
     "written",
 ]
 
 CONFLICT_MESSAGE = "profile exists without the credrefresh marker; left untouched"
+# New credentials for a profile whose credentials in the file expire sooner than this are
+# written without waiting for a large file's spacing (``writer.spacing``, at most 10 s).
+URGENT_WITHIN: Final = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +185,16 @@ def issued(state: RoleState, result: Issued, policy: RefreshPolicy, u: float) ->
     """A call returned credentials (not yet written): the next refresh is scheduled from them."""
     due = next_refresh(result.issued_at, result.credentials.expiration, policy, u)
     return replace(state, due=due)
+
+
+def urgent_write(state: RoleState, now: datetime) -> bool:
+    """Whether new credentials for ``state``'s profile must not wait for the file's spacing.
+
+    They must not when the file holds none for it (a new role, or nothing written yet) or
+    holds credentials that expire within ``URGENT_WITHIN``; an ordinary refresh, due long
+    before expiry, may wait.
+    """
+    return state.expiration is None or state.expiration - now <= URGENT_WITHIN
 
 
 def failed(state: RoleState, error: ErrorInfo, policy: RefreshPolicy, u: float) -> Transition:

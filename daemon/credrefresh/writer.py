@@ -28,9 +28,22 @@ from credrefresh.errors import CredentialsFileError
 from credrefresh.events import Event, event
 from credrefresh.model import Issued
 
-__all__ = ["STUCK_AFTER", "WRITE_BACKOFF_MAX", "WriteOutcome", "Writer", "write_file"]
+__all__ = [
+    "SPACING_MAX",
+    "SPACING_PER_BYTE",
+    "STUCK_AFTER",
+    "WRITE_BACKOFF_MAX",
+    "WriteOutcome",
+    "Writer",
+    "spacing",
+    "write_file",
+]
 
 WRITE_BACKOFF_MAX: Final = 60.0  # retry a failed file write at least this often
+# A large file is rewritten at most once per second per MB of it (a write costs about 4 ms of
+# CPU per MB whatever it changes), and never less often than every SPACING_MAX seconds.
+SPACING_PER_BYTE: Final = 1e-6
+SPACING_MAX: Final = 10.0
 # Longest a write may legitimately take: the lock wait, two settle waits and a large file.
 STUCK_AFTER: Final = LOCK_TIMEOUT + 2 * SETTLE_LIMIT + 30.0
 
@@ -114,8 +127,26 @@ async def write_file(
     return report, written_event(report, round((time.perf_counter() - started) * 1000, 1))
 
 
+def spacing(size: int, delay: float) -> float:
+    """Seconds between two writes of a file of ``size`` bytes that nothing urgent waits for.
+
+    At least ``delay`` (``write_delay``); for a file of more than ``delay`` MB, one second per
+    MB up to ``SPACING_MAX``. Rewriting the file costs about the same for one profile as for a
+    hundred, so at 10,000 profiles (9.5 MB) with refreshes arriving a few a second, writing
+    every second would spend most of the daemon's CPU re-copying the file; every 9.5 s, each
+    write carries some fifty of them. The credentials already in the file stay valid meanwhile
+    (a refresh is due long before they expire), and anything urgent is written after ``delay``.
+    """
+    return max(delay, min(SPACING_MAX, size * SPACING_PER_BYTE))
+
+
 class Writer:
-    """Pending changes to the credentials file and when the next write may happen."""
+    """Pending changes to the credentials file and when the next write may happen.
+
+    A change is *urgent* when the file holds nothing good for it (new, expired, or expiring
+    soon, as the engine decides) or removes a profile: it is written ``delay`` after the last
+    write. Anything else may wait for the file's ``spacing``.
+    """
 
     def __init__(
         self,
@@ -133,7 +164,9 @@ class Writer:
         self.removals: set[str] = set()
         self.wanted = anyio.Event()
         self.failures = 0
-        self.next_at = 0.0
+        self.next_at = 0.0  # monotonic: the next write may start (an urgent one, or a retry)
+        self.spaced_at = 0.0  # monotonic: the next write that nothing urgent waits for may start
+        self.urgent = anyio.Event()  # set while something urgent is pending
         self.writes = 0
         self.stopping = threading.Event()  # read by the worker thread waiting for the lock
         self.busy_since: float | None = None
@@ -142,16 +175,22 @@ class Writer:
 
     # -- what waits ---------------------------------------------------------------------------
 
-    def add(self, issued: Issued) -> None:
-        """Credentials to write at the next flush (replacing older ones for that profile)."""
+    def add(self, issued: Issued, *, urgent: bool = True) -> None:
+        """Credentials to write at the next flush (replacing older ones for that profile).
+
+        ``urgent``: the file holds nothing good for the profile; do not wait for the spacing.
+        """
         self.pending[issued.profile] = issued
         self.removals.discard(issued.profile)
+        if urgent:
+            self.urgent.set()
         self.wanted.set()
 
     def remove(self, profile: str) -> None:
-        """A managed profile to delete at the next flush."""
+        """A managed profile to delete at the next flush (urgent: the configuration changed)."""
         self.pending.pop(profile, None)
         self.removals.add(profile)
+        self.urgent.set()
         self.wanted.set()
 
     def forget(self, profile: str) -> None:
@@ -175,7 +214,20 @@ class Writer:
 
     def wait_s(self) -> float:
         """Seconds before the next write may start (spacing, or backoff after a failure)."""
-        return max(0.0, self.next_at - self.monotonic())
+        at = self.next_at if self.urgent.is_set() else max(self.next_at, self.spaced_at)
+        return max(0.0, at - self.monotonic())
+
+    async def wait_due(self) -> None:
+        """Until the next write may start; something urgent arriving meanwhile shortens it.
+
+        With nothing pending it returns at once: the flush then only passes the state file on.
+        """
+        while (self.pending or self.removals) and (wait := self.wait_s()) > 0:
+            if self.urgent.is_set():
+                await anyio.sleep(wait)
+            else:
+                with anyio.move_on_after(wait):
+                    await self.urgent.wait()
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -199,6 +251,8 @@ class Writer:
         """
         updates, self.pending = self.pending, {}
         removals, self.removals = frozenset(self.removals), set()
+        if self.urgent.is_set():
+            self.urgent = anyio.Event()
         stale = tuple(n for n, i in updates.items() if i.credentials.expiration <= now)
         for name in stale:
             del updates[name]
@@ -225,7 +279,9 @@ class Writer:
             self.busy_since = None
         self.failures = 0
         self.memo = report.memo
-        self.next_at = self.monotonic() + self.delay
+        done = self.monotonic()
+        self.next_at = done + self.delay
+        self.spaced_at = done + spacing(report.size, self.delay)
         self.writes += int(report.changed)
         return WriteOutcome(
             updates,
@@ -250,4 +306,5 @@ class Writer:
         for name, issued in updates.items():
             if issued.credentials.expiration > now:
                 self.pending.setdefault(name, issued)  # a newer refresh may have arrived
+        self.urgent.set()  # only the backoff spaces a retry
         self.wanted.set()
