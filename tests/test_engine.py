@@ -699,3 +699,18 @@ async def test_a_large_file_is_written_by_its_spacing_unless_credentials_run_out
         daemon.stop()
     assert read(config)["a"]["aws_access_key_id"] not in {first, second}
     assert read(config)["theirs"] == {"aws_access_key_id": "AKIAUSER"}
+
+
+async def test_reload_changes_the_write_spacing(tmp_path):
+    """A new ``write_delay`` spaces the writes after a reload, not only the wait to settle."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["a"])
+    reloaded = replace(config, refresh=replace(config.refresh, write_delay=7.5))
+    sts = ScriptedSts(clock, lifetime=3600)
+    daemon, _ = build(config, sts, clock, loader=lambda _path: reloaded)
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        assert daemon.writer.delay == 0.05
+        assert await daemon.reload()
+        assert daemon.writer.delay == 7.5
+        daemon.stop()
