@@ -6,7 +6,8 @@ The compressed-hour and wave scenarios of ``bench.py`` start on an empty file, s
 is issued at once and the refreshes come in one wave: each write then carries hundreds of
 profiles and the cost of rewriting the file is shared among them. A daemon that has run for a
 few hours sees the opposite: with one-hour credentials, 10,000 roles refresh about five times a
-second, and each write (at most one per ``write_delay``) carries a handful.
+second, and each write pays for the whole 9.5 MB file: written every ``write_delay`` it would
+carry a handful of profiles (``writer.spacing`` now spaces it by its size: about fifty).
 
 This script builds that state without waiting hours: it writes every profile into the file
 first (``credfile.update_profiles`` in batches), as credrefresh would have, with the moments
