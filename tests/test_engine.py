@@ -683,12 +683,15 @@ async def test_a_large_file_is_written_by_its_spacing_unless_credentials_run_out
         assert len(log.named("credentials_file.written")) == 1
         first = read(config)["a"]["aws_access_key_id"]
 
+        # The next write waits for the file's spacing (4 s), or for the delay when urgent.
+        spaced, delay = daemon.writer.spaced_at, daemon.writer.next_at
+        assert spaced - delay > 3.5
+
         # 31 minutes on: due (refresh_at 0.5), and what the file holds lasts 29 more minutes.
         clock.offset = timedelta(minutes=31)
         await sts.wait_calls(lambda calls: len(calls) == 2, timeout=5)
-        called = anyio.current_time()
         await log.wait_count("credentials_file.written", 2, timeout=10)
-        assert anyio.current_time() - called >= 3.5  # spaced by the file's size (4 s)
+        assert anyio.current_time() >= spaced  # it waited for the spacing
         second = read(config)["a"]["aws_access_key_id"]
         assert second != first
 
@@ -710,7 +713,38 @@ async def test_reload_changes_the_write_spacing(tmp_path):
     daemon, _ = build(config, sts, clock, loader=lambda _path: reloaded)
     async with anyio.create_task_group() as tg:
         await tg.start(daemon.run)
-        assert daemon.writer.delay == 0.05
+        assert daemon.writer.wait_s() < 1
         assert await daemon.reload()
-        assert daemon.writer.delay == 7.5
+        assert daemon.writer.wait_s() > 5  # 7.5 s from the first write
+        daemon.stop()
+
+
+async def test_the_state_file_does_not_wait_for_the_spacing(tmp_path):
+    """A failure reaches the state file (for ``status``) while a refresh waits to be written."""
+    clock = JumpClock()
+    config = make_config(tmp_path, ["a", "b"], jitter=0.0)
+    path = tmp_path / "aws" / "credentials"
+    path.parent.mkdir()
+    path.write_text("[theirs]\naws_access_key_id = AKIAUSER\n" + ("#" * 99 + "\n") * 80_000)  # 8 MB
+    sts = ScriptedSts(clock, lifetime=3600)
+    daemon, log = build(config, sts, clock, state_every=0.1)
+    saved = anyio.Event()
+    save = daemon.files.save
+
+    async def save_and_tell() -> None:
+        await save()
+        saved.set()
+
+    daemon.files.save = save_and_tell
+    async with anyio.create_task_group() as tg:
+        await tg.start(daemon.run)
+        sts.queued["b"] = [DENIED]
+        saved = anyio.Event()
+        clock.offset = timedelta(minutes=31)  # both due; "a" then waits 8 s to be written
+        await log.wait_count("role.refresh_failed", 1, timeout=5)
+        with anyio.fail_after(4):  # half the spacing
+            while "AccessDenied" not in await anyio.Path(config.state_file).read_text():
+                await saved.wait()
+                saved = anyio.Event()
+        assert len(log.named("credentials_file.written")) == 1  # "a" still waits
         daemon.stop()

@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from credrefresh import roles
-from credrefresh.config import RefreshPolicy, Role
+from credrefresh.config import RefreshPolicy, ReloadPlan, Role
 from credrefresh.credfile import WriteReport
 from credrefresh.credtext import ManagedProfile
 from credrefresh.errors import CredentialsFileError
@@ -170,3 +170,16 @@ def test_a_write_is_urgent_when_the_file_holds_nothing_good() -> None:
     assert roles.urgent_write(state("b", expiration=T0 - timedelta(seconds=1)), T0)
     fine = state("c", expiration=T0 + roles.URGENT_WITHIN + timedelta(seconds=1))
     assert not roles.urgent_write(fine, T0)
+
+
+def test_a_changed_role_is_written_without_waiting() -> None:
+    """After a reload changes a role, what the file holds is the old role's: urgent."""
+    old = state("a", expiration=T0 + timedelta(minutes=50))
+    assert not roles.urgent_write(old, T0)
+    changed = replace(old.role, role_arn="arn:aws:iam::123456789012:role/other")
+    plan = ReloadPlan(added=(), removed=(), changed=("a",), sts_changed=False)
+    table = roles.reloaded({"a": old}, (changed,), plan, T0, itertools.count(10))
+    assert table["a"].expiration == old.expiration  # still reported
+    assert roles.urgent_write(table["a"], T0 + timedelta(seconds=2))
+    again = roles.issued(table["a"], issued("a"), RefreshPolicy(), 0.5)
+    assert not roles.urgent_write(again, T0 + timedelta(seconds=2))

@@ -158,3 +158,37 @@ def test_nothing_pending_is_never_spaced(tmp_path: Path) -> None:
             await writer.wait_due()
 
     anyio.run(go)
+
+
+def test_a_new_delay_spaces_the_next_write(tmp_path: Path) -> None:
+    """``set_delay`` (a reload) moves the next write, not only the ones after it."""
+    path = tmp_path / "credentials"
+    clock = Ticks()
+    writer = Writer(str(path), 10.0, monotonic=clock)
+    flush_one(writer, "dev", 1)
+    writer.add(make_issued("dev", 2, now=NOW))
+    assert writer.wait_s() == pytest.approx(10.0)
+    writer.set_delay(0.5)
+    assert writer.wait_s() == pytest.approx(0.5)
+    writer.set_delay(30.0)
+    assert writer.wait_s() == pytest.approx(30.0)
+
+
+def test_a_new_delay_leaves_a_failed_write_s_backoff(tmp_path: Path) -> None:
+    """After a failed write only its backoff spaces the retry."""
+    path = tmp_path / "credentials"
+    path.mkdir()  # a directory where the file should be: the write fails
+    clock = Ticks()
+    writer = Writer(str(path), 0.0, monotonic=clock)
+
+    async def go() -> None:
+        writer.add(make_issued("dev", 1, now=NOW))
+        outcome = await writer.flush(NOW)
+        assert outcome is not None
+        assert outcome.error is not None
+
+    anyio.run(go)
+    backoff = writer.wait_s()
+    assert backoff > 0
+    writer.set_delay(9.0)
+    assert writer.wait_s() == backoff

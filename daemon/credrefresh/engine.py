@@ -521,7 +521,7 @@ class Daemon:
             roles.reloaded(self.states, new.roles, plan, self.clock.now(), self.generations)
         )
         self.config = new
-        self.writer.delay = new.refresh.write_delay  # the spacing of the next writes
+        self.writer.set_delay(new.refresh.write_delay)
         if self.keeper is not None and new.session is not None:
             self.keeper.adopt(new.session, new.refresh, self._margin(new))
         if plan.sts_changed:

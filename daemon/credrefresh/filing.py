@@ -62,8 +62,12 @@ class Files:
         self.state_next_at = 0.0  # monotonic: the state file may be saved again from then on
 
     def mark(self) -> None:
-        """The state file no longer matches the role table."""
+        """The state file no longer matches the role table: save it (within ``state_every``).
+
+        Not through the write loop, which may be waiting out a large file's spacing.
+        """
         self.dirty = True
+        self.state_wanted.set()
 
     async def write_loop(self) -> None:
         """Write whenever the writer wants it, coalescing and spacing the writes."""

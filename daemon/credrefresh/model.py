@@ -104,6 +104,8 @@ class RoleState:
         conflict: Whether the profile exists in the file without our marker.
         waiting_for: The source role this one waits for (a chain whose parent has no valid
             session), reported once per wait.
+        reconfigured: The credentials in the file were issued for the role as configured
+            before a reload; the next ones are written without waiting for the file's spacing.
     """
 
     role: Role
@@ -117,6 +119,7 @@ class RoleState:
     expired_reported: bool = False
     conflict: bool = False
     waiting_for: str | None = None
+    reconfigured: bool = False
 
 
 def session_params(role: Role) -> str:

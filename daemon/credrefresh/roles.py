@@ -184,17 +184,18 @@ def after_failure(
 def issued(state: RoleState, result: Issued, policy: RefreshPolicy, u: float) -> RoleState:
     """A call returned credentials (not yet written): the next refresh is scheduled from them."""
     due = next_refresh(result.issued_at, result.credentials.expiration, policy, u)
-    return replace(state, due=due)
+    return replace(state, due=due, reconfigured=False)
 
 
 def urgent_write(state: RoleState, now: datetime) -> bool:
     """Whether new credentials for ``state``'s profile must not wait for the file's spacing.
 
-    They must not when the file holds none for it (a new role, or nothing written yet) or
-    holds credentials that expire within ``URGENT_WITHIN``; an ordinary refresh, due long
-    before expiry, may wait.
+    They must not when the file holds none for it (a new role, or nothing written yet), holds
+    credentials that expire within ``URGENT_WITHIN``, or holds credentials of the role as it
+    was configured before a reload (a narrower session policy, say, must not wait); an
+    ordinary refresh, due long before expiry, may wait.
     """
-    return state.expiration is None or state.expiration - now <= URGENT_WITHIN
+    return state.reconfigured or state.expiration is None or state.expiration - now <= URGENT_WITHIN
 
 
 def failed(state: RoleState, error: ErrorInfo, policy: RefreshPolicy, u: float) -> Transition:
@@ -356,8 +357,9 @@ def reloaded(
     """The table after a reload: removed roles gone, added and changed ones due now.
 
     A changed role keeps what is known of the credentials in the file (their expiry is still
-    reported). Generations only ever grow, so a call started before the reload is never taken
-    for one started after it, even for a profile removed and added back.
+    reported), marked ``reconfigured`` until new ones are issued. Generations only ever grow,
+    so a call started before the reload is never taken for one started after it, even for a
+    profile removed and added back.
     """
     newest = max((s.generation for s in states.values()), default=0)
     counter = generations or itertools.count(newest + 1)
@@ -376,6 +378,7 @@ def reloaded(
                 access_key_id=previous.access_key_id,
                 last_success=previous.last_success,
                 expired_reported=previous.expired_reported,
+                reconfigured=True,
             )
         )
     return table

@@ -166,6 +166,7 @@ class Writer:
         self.failures = 0
         self.next_at = 0.0  # monotonic: the next write may start (an urgent one, or a retry)
         self.spaced_at = 0.0  # monotonic: the next write that nothing urgent waits for may start
+        self.last: tuple[float, int] | None = None  # the last good write: when it ended, size
         self.urgent = anyio.Event()  # set while something urgent is pending
         self.writes = 0
         self.stopping = threading.Event()  # read by the worker thread waiting for the lock
@@ -211,6 +212,16 @@ class Writer:
         """Until a flush is asked for; then re-arm."""
         await self.wanted.wait()
         self.wanted = anyio.Event()
+
+    def set_delay(self, delay: float) -> None:
+        """A new ``write_delay`` (a reload): it spaces the next write already."""
+        self.delay = delay
+        if self.last is not None and not self.failures:  # a backoff is the failures' own
+            self._space(*self.last)
+
+    def _space(self, done: float, size: int) -> None:
+        self.next_at = done + self.delay
+        self.spaced_at = done + spacing(size, self.delay)
 
     def wait_s(self) -> float:
         """Seconds before the next write may start (spacing, or backoff after a failure)."""
@@ -279,9 +290,8 @@ class Writer:
             self.busy_since = None
         self.failures = 0
         self.memo = report.memo
-        done = self.monotonic()
-        self.next_at = done + self.delay
-        self.spaced_at = done + spacing(report.size, self.delay)
+        self.last = (self.monotonic(), report.size)
+        self._space(*self.last)
         self.writes += int(report.changed)
         return WriteOutcome(
             updates,
