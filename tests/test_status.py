@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from credrefresh.config import load_config
 from credrefresh.credtext import ManagedProfile
+from credrefresh.model import FormattedTimes, format_time
 from credrefresh.status import decide, exit_code, render_table, status
 from engine_support import make_config
 from process_support import clean_env, run_cli, write_config
@@ -233,3 +237,51 @@ def test_status_ignores_a_stale_failure_left_by_a_killed_daemon(tmp_path, fake_s
     result = run_cli(["status", "--config", str(path), "--json"], clean_env(tmp_path))
     row = json.loads(result.stdout)["profiles"][0]
     assert (row["state"], row["last_error_code"], result.returncode) == ("fresh", None, 0)
+
+
+ZONES = (UTC, timezone(timedelta(hours=2)), ZoneInfo("Europe/Berlin"), None)
+
+
+@given(
+    st.lists(
+        st.builds(
+            lambda moment, zone, fold: moment.replace(tzinfo=zone, fold=fold),
+            st.one_of(
+                # Few moments, so that equal ones meet (02:30 on 2026-10-25 is ambiguous in
+                # Berlin, microseconds are not formatted), and any other.
+                st.sampled_from(
+                    [
+                        datetime(2026, 10, 25, 2, 30),  # noqa: DTZ001 - the zone comes next
+                        datetime(2026, 10, 25, 2, 30, 0, 500),  # noqa: DTZ001
+                        datetime(2026, 11, 27, 12, 0),  # noqa: DTZ001
+                    ]
+                ),
+                st.datetimes(
+                    min_value=datetime(2000, 1, 1),  # noqa: DTZ001 - hypothesis wants naive bounds
+                    max_value=datetime(2100, 1, 1),  # noqa: DTZ001
+                ),
+            ),
+            st.sampled_from(ZONES),
+            st.sampled_from([0, 1]),
+        ),
+        max_size=20,
+    )
+)
+def test_formatted_times_are_format_time(moments: list[datetime]) -> None:
+    """The memo decide formats with gives what format_time gives, whatever the zone (moments
+    of one zone that compare equal but differ in fold included), in any order."""
+    formatted = FormattedTimes()
+    for moment in moments + moments[::-1]:
+        assert formatted[moment] == format_time(moment)
+
+
+def test_formatted_times_keep_an_ambiguous_local_time_apart() -> None:
+    """02:30 on the night clocks go back in Berlin happens twice: equal as datetimes, an hour
+    apart as instants."""
+    first = datetime(2026, 10, 25, 2, 30, tzinfo=ZoneInfo("Europe/Berlin"))
+    second = first.replace(fold=1)
+    assert first == second
+    formatted = FormattedTimes()
+    assert formatted[first] == "2026-10-25T00:30:00Z"
+    assert formatted[second] == "2026-10-25T01:30:00Z"
+    assert formatted[first.astimezone(UTC)] == "2026-10-25T00:30:00Z"

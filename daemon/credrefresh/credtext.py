@@ -30,7 +30,7 @@ from credrefresh.inifile import (
     section_body,
     section_value,
 )
-from credrefresh.model import Issued, format_time, parse_time
+from credrefresh.model import Issued, ParsedTimes, format_time
 
 __all__ = [
     "LAYOUT",
@@ -108,6 +108,7 @@ PROFILE_READ: Final = (
 # Sections written as section_text writes them (nearly all of a populated file): read in one step.
 LAYOUT: Final = layout(MANAGED_COMMENT, MANAGED_KEYS, optional={"credrefresh_session_params"})
 PROFILE_GROUPS: Final = tuple(f"v{MANAGED_KEYS.index(key)}" for key in PROFILE_READ)
+NAME_GROUP: Final = LAYOUT.pattern.groupindex["name"]
 
 
 class Plan(NamedTuple):
@@ -350,15 +351,57 @@ def section_text(name: str, issued: Issued, now: datetime, newline: str) -> str:
 def scan_profiles(text: str) -> dict[str, ManagedProfile]:
     """What ``read_profiles`` makes of ``text``; raises as ``RawConfigParser``.
 
+    A text that is nothing but sections written as ``section_text`` writes them (a file
+    credrefresh wrote: every section matches ``LAYOUT``, back to back, and their names are
+    distinct) is read in one pass, one match per section (``tiled``); any other text as
+    ``scan_each`` reads it. ``[DEFAULT]`` is a profile like any other here.
+    """
+    text = text.removeprefix("\ufeff")
+    sections = tiled(text)
+    if sections is None:
+        return scan_each(text)
+    times = ParsedTimes()  # a file written in rounds holds each time many times over
+    profiles: dict[str, ManagedProfile] = {}
+    for found in sections:
+        name = found[NAME_GROUP]
+        values = [None if v is None else v.strip() for v in found.group(*PROFILE_GROUPS)]
+        profiles[name] = profile_of(name, values, times)
+    if len(profiles) < len(sections) or NO_DEFAULT in profiles:
+        return scan_each(text)  # a name repeats: RawConfigParser's error, as scan_each raises it
+    return profiles
+
+
+def tiled(text: str) -> list[re.Match[str]] | None:
+    """The matches of ``LAYOUT`` that cover ``text`` back to back, else ``None``.
+
+    ``None`` at the first place where no section of that shape starts (and for an empty text):
+    such a text is read line by line where it needs to be (``scan_each``).
+    """
+    match = LAYOUT.pattern.match
+    size = len(text)
+    sections: list[re.Match[str]] = []
+    pos = 0
+    while pos < size:
+        found = match(text, pos)
+        if found is None:
+            return None
+        sections.append(found)
+        pos = found.end()
+    return sections or None
+
+
+def scan_each(text: str) -> dict[str, ManagedProfile]:
+    """``scan_profiles`` of any text (without its byte order mark), a section at a time.
+
     Where the sections are comes from ``inifile.index`` (runs of sections written as
     ``section_text`` writes them are read a run at a time). A section of that shape, whole, is
     then read with one match; any other line by line, alone (a section's values depend on its
-    own lines only). ``[DEFAULT]`` is a profile like any other here.
+    own lines only).
     """
-    text = text.removeprefix("\ufeff")
     names, starts = index(text, NO_DEFAULT, LAYOUT)
     match = LAYOUT.pattern.match
     ends = (*starts[1:], len(text)) if starts else ()
+    times = ParsedTimes()
     profiles: dict[str, ManagedProfile] = {}
     for name, start, end in zip(names, starts, ends, strict=True):
         found = match(text, start, end)
@@ -367,15 +410,20 @@ def scan_profiles(text: str) -> dict[str, ManagedProfile]:
         else:
             span = scan(text[start:end], PROFILE_KEYS, NO_DEFAULT)[0]
             values = [span.value(key) for key in PROFILE_READ]
-        marker, key_id, role_arn, session, params, refreshed, expires = values
-        profiles[name] = ManagedProfile(
-            profile=name,
-            managed=(marker or "").lower() == "true",
-            access_key_id=key_id,
-            expiration=parse_time(expires) if expires else None,
-            role_arn=role_arn,
-            refreshed_at=parse_time(refreshed or ""),
-            session_name=session,
-            session_params=params,
-        )
+        profiles[name] = profile_of(name, values, times)
     return profiles
+
+
+def profile_of(name: str, values: Sequence[str | None], times: ParsedTimes) -> ManagedProfile:
+    """The ``ManagedProfile`` of section ``name`` from its ``PROFILE_READ`` values."""
+    marker, key_id, role_arn, session, params, refreshed, expires = values
+    return ManagedProfile(
+        name,
+        (marker or "").lower() == "true",
+        key_id,
+        times[expires or ""],
+        role_arn,
+        times[refreshed or ""],
+        session,
+        params,
+    )

@@ -26,7 +26,7 @@ from credrefresh.credfile import read_profiles
 from credrefresh.credtext import ManagedProfile
 from credrefresh.errors import CredentialsFileError
 from credrefresh.logs import Output, scrub, stderr
-from credrefresh.model import format_time, parse_time
+from credrefresh.model import FormattedTimes, format_time, parse_time
 from credrefresh.schedule import human_duration
 from credrefresh.state import load_state
 from credrefresh.text import printable
@@ -108,6 +108,8 @@ def decide(
     overdue_below = 1 - (config.refresh.refresh_at + config.refresh.jitter)
     rows: list[ProfileStatus] = []
     append = rows.append  # 10,000 rows: the loop is the command's cost, so it is kept tight
+    # The file holds each time many times over (profiles written in one round share them).
+    formatted = FormattedTimes()
     for role in config.roles:
         profile, role_arn = role.profile, role.role_arn
         found = in_file.get(profile)
@@ -139,10 +141,10 @@ def decide(
             ProfileStatus(
                 profile,
                 verdict,
-                None if expiration is None else format_time(expiration),
+                None if expiration is None else formatted[expiration],
                 None if left is None else round(left, 1),
                 found.access_key_id if found is not None and found.managed else None,
-                None if refreshed is None else format_time(refreshed),
+                None if refreshed is None else formatted[refreshed],
                 saved.get("next_attempt") if saved else None,
                 None if error is None else error.get("code"),
                 None if error is None else error.get("message"),
