@@ -13,7 +13,6 @@ The file is bounded: at most ``MAX_FILE_SIZE`` bytes, and ``MAX_DEPTH`` levels o
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Final, Literal
@@ -146,6 +145,8 @@ def parse(name: str, text: str) -> dict[str, Any]:
     Raises:
         ConfigError: a syntax error, or nesting too deep for the parser.
     """
+    import tomllib  # noqa: PLC0415 - status of a cached configuration never parses TOML
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

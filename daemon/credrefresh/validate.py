@@ -7,8 +7,6 @@ the entry point. Messages echo a bad value only quoted, escaped and cut short
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -161,6 +159,8 @@ class _Validator:
     def unknown(self, table: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
         for key in table:
             if key not in allowed:
+                import difflib  # noqa: PLC0415 - only for a mistyped key
+
                 close = difflib.get_close_matches(key, allowed, n=1)
                 hint = f" (did you mean {shown(close[0])}?)" if close else ""
                 expected = ", ".join(allowed)
@@ -278,6 +278,8 @@ class _Validator:
             return None
         host = match["v6"] or match["host"]
         if match["v6"]:
+            import ipaddress  # noqa: PLC0415 - most configurations hold no IP address
+
             try:
                 ipaddress.IPv6Address(host)
             except ValueError:
@@ -488,6 +490,8 @@ def loopback_literal(netloc: str) -> bool:
     match = re.fullmatch(r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<v4>[0-9.]+))(?::[0-9]{1,5})?", netloc)
     if match is None:
         return False
+    import ipaddress  # noqa: PLC0415 - most configurations hold no IP address
+
     try:
         return ipaddress.ip_address(match["v6"] or match["v4"]).is_loopback
     except ValueError:
