@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import PurePosixPath
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,8 +14,9 @@ from hypothesis import strategies as st
 
 from credrefresh.config import load_config
 from credrefresh.credtext import ManagedProfile
-from credrefresh.model import FormattedTimes, format_time
-from credrefresh.status import decide, exit_code, render_table, status
+from credrefresh.model import FormattedTimes, format_time, parse_time
+from credrefresh.schedule import human_duration
+from credrefresh.status import ProfileStatus, decide, exit_code, history, render_table, status
 from engine_support import make_config
 from process_support import clean_env, run_cli, write_config
 from support.fakests import Faults
@@ -285,3 +287,140 @@ def test_formatted_times_keep_an_ambiguous_local_time_apart() -> None:
     assert formatted[first] == "2026-10-25T00:30:00Z"
     assert formatted[second] == "2026-10-25T01:30:00Z"
     assert formatted[first.astimezone(UTC)] == "2026-10-25T00:30:00Z"
+
+
+def reference_decide(config, in_file, state, now):
+    """``decide`` as it was before its loop was tightened: the reference."""
+    recorded = (state or {}).get("profiles", {})
+    overdue_below = 1 - (config.refresh.refresh_at + config.refresh.jitter)
+    rows = []
+    for role in config.roles:
+        profile, role_arn = role.profile, role.role_arn
+        found = in_file.get(profile)
+        entry = recorded.get(profile) if recorded else None
+        saved = history(role_arn, found, entry) if entry else {}
+        error = (saved.get("last_error") or None) if saved else None
+        if found is None:
+            expiration = refreshed = left = None
+        else:
+            expiration, refreshed = found.expiration, found.refreshed_at
+            left = None if expiration is None else (expiration - now).total_seconds()
+        if refreshed is None and saved:
+            refreshed = parse_time(str(saved.get("last_success") or ""))
+        if found is not None and not found.managed:
+            verdict = "conflict"
+        elif found is None or expiration is None or left is None:
+            verdict = "missing"
+        elif found.role_arn is not None and found.role_arn != role_arn:
+            verdict = "mismatch"
+        elif left <= 0:
+            verdict = "expired"
+        elif error is not None:
+            verdict = "failing"
+        else:
+            lifetime = None if refreshed is None else (expiration - refreshed).total_seconds()
+            overdue = lifetime is not None and lifetime > 0 and left < lifetime * overdue_below
+            verdict = "expiring" if overdue else "fresh"
+        rows.append(
+            ProfileStatus(
+                profile,
+                verdict,
+                None if expiration is None else format_time(expiration),
+                None if left is None else round(left, 1),
+                found.access_key_id if found is not None and found.managed else None,
+                None if refreshed is None else format_time(refreshed),
+                saved.get("next_attempt") if saved else None,
+                None if error is None else error.get("code"),
+                None if error is None else error.get("message"),
+                role_arn,
+            )
+        )
+    return rows
+
+
+def reference_table(rows: list[ProfileStatus]) -> str:
+    """``render_table`` as it was: the reference."""
+    header = ("PROFILE", "STATE", "EXPIRES", "LEFT", "LAST SUCCESS", "NEXT ATTEMPT", "LAST ERROR")
+    lines = [header]
+    for row in rows:
+        left = "-" if row.seconds_left is None else human_duration(max(row.seconds_left, 0))
+        if row.seconds_left is not None and row.seconds_left <= 0:
+            left = "expired"
+        error = "-"
+        if row.last_error_code:
+            error = f"{row.last_error_code}: {row.last_error or ''}".strip()
+            error = error if len(error) <= 60 else error[:57] + "..."
+        lines.append(
+            (
+                row.profile,
+                row.state,
+                row.expiration or "-",
+                left,
+                row.last_success or "-",
+                row.next_attempt or "-",
+                error,
+            )
+        )
+    widths = [max(len(line[column]) for line in lines) for column in range(6)]
+    return "\n".join(
+        "".join(cell.ljust(width) + "  " for cell, width in zip(line, widths, strict=False))
+        + line[-1]
+        for line in lines
+    )
+
+
+OFFSETS = st.one_of(
+    st.sampled_from([-3600.0, -0.04, 0.0, 0.04, 0.05, 0.06, 29.5, 59.6, 3599.5, 3600.0]),
+    st.floats(-7200, 50000, allow_nan=False),
+)
+TIMES = st.one_of(st.none(), OFFSETS.map(lambda s: NOW + timedelta(seconds=s)))
+ERRORS = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {
+            "code": st.sampled_from(["AccessDenied", "", "Throttling"]),
+            "message": st.one_of(st.none(), st.text(max_size=80)),
+            "at": st.sampled_from(["2026-11-27T11:00:00Z", "2026-11-27T12:30:00Z", "junk"]),
+        }
+    ),
+)
+
+
+@st.composite
+def status_inputs(draw: st.DrawFn) -> tuple[dict[str, ManagedProfile], dict[str, object]]:
+    """What the file and the state file may say of profiles r0..r5."""
+    in_file = {}
+    recorded: dict[str, object] = {}
+    for name in ("r0", "r1", "r2", "r3", "r4", "r5"):
+        if draw(st.booleans()):
+            in_file[name] = ManagedProfile(
+                profile=name,
+                managed=draw(st.booleans()),
+                access_key_id=draw(st.sampled_from([None, "ASIAEXAMPLE"])),
+                expiration=draw(TIMES),
+                role_arn=draw(
+                    st.sampled_from([None, f"arn:aws:iam::123456789012:role/{name}", "other"])
+                ),
+                refreshed_at=draw(TIMES),
+            )
+        if draw(st.booleans()):
+            recorded[name] = {
+                "role_arn": draw(st.sampled_from([None, f"arn:aws:iam::123456789012:role/{name}"])),
+                "last_error": draw(ERRORS),
+                "last_success": draw(st.sampled_from([None, "2026-11-27T11:00:00Z", "bad"])),
+                "next_attempt": draw(st.sampled_from([None, "2026-11-27T12:05:00Z"])),
+            }
+    return in_file, {"profiles": recorded}
+
+
+@given(status_inputs())
+def test_decide_and_the_table_are_what_they_were(inputs: tuple[dict, dict]) -> None:
+    """The tightened loop (unpacked profiles, rows built without the named tuple's __new__,
+    durations worded once) decides and renders what the plain one did."""
+    config = make_config(PurePosixPath("never-written"), ["r0", "r1", "r2", "r3", "r4", "r5"])
+    in_file, state = inputs
+    rows = decide(config, in_file, state, NOW)
+    expected = reference_decide(config, in_file, state, NOW)
+    assert rows == expected
+    assert all(type(row) is ProfileStatus for row in rows)
+    assert render_table(rows) == reference_table(expected)
