@@ -103,6 +103,7 @@ class _Validator:
         if source_profile is not None:
             self.profile_name(source_profile, "source.profile")
         raw_roles = data.get("roles")
+        # The profiles the roles name: asked only by a source profile and by [serve].
         managed = (
             {
                 t["profile"]
@@ -110,6 +111,7 @@ class _Validator:
                 if isinstance(t, dict) and isinstance(t.get("profile"), str)
             }
             if isinstance(raw_roles, list)
+            and (source_profile is not None or data.get("serve") is not None)
             else set()
         )
         if source_profile is not None and source_profile in managed:
@@ -360,10 +362,15 @@ class _Validator:
         if len(value) > MAX_ROLES:
             self.fail("roles", f"expected at most {MAX_ROLES} roles, got {len(value)}")
             return ()
-        roles: list[Role] = []
+        plain = [plain_role(table) for table in value]
+        roles = [role for role in plain if role is not None]
+        if len(roles) == len(value) and len({role.profile for role in roles}) == len(roles):
+            return tuple(roles)  # the usual case, in one step: every table plain, no repeats
+        # Otherwise table by table, wording every problem.
+        roles = []
         seen: dict[str, int] = {}
         for index, table in enumerate(value):
-            role = plain_role(table) or self.role(table, f"roles[{index}].")
+            role = plain[index] or self.role(table, f"roles[{index}].")
             # Duplicates are checked on the raw name, so they are reported even when the
             # role has other problems too.
             profile = table.get("profile")
