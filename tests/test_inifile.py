@@ -451,7 +451,7 @@ def test_a_managed_section_edited_after_its_last_line_reads_as_botocore_reads_it
 # What a section of the managed shape may hold: values a person or a tool may have put there,
 # times in every form parse_time meets, and names that repeat or are special.
 TILE_NAMES = ("a", "b", "c", "DEFAULT", "x y", " p ", "é", "a[b", SCAN_DEFAULT)
-TILE_VALUES = st.text(alphabet="aZ0 :=-[]#;.\t\x00é", max_size=8)
+TILE_VALUES = st.text(alphabet="aZ0 :=-[]#;.\t\x01é", max_size=8)
 TILE_TIMES = st.sampled_from(
     [
         "2026-12-01T16:52:09Z",
@@ -480,15 +480,24 @@ TILE_EDITS = (
     lambda text, nl: nl + text,
     lambda text, nl: text.replace(" = ", "=", 1),
     lambda text, nl: text.replace(nl + "[", nl + " [", 1),  # a header turned continuation
+    # After the first section (or more): what makes the rest be read line by line.
+    lambda text, nl: text.replace(nl + "[", nl + "[user]" + nl + "k = v" + nl + "[", 1),
+    lambda text, nl: text.replace(nl + "[", nl + "junk" + nl + "[", 1),  # a parsing error
+    lambda text, nl: text.replace(nl + "[", nl + "   " + nl + "[", 1),  # a line of spaces
+    lambda text, nl: text + "[user]" + nl + "[a]" + nl,  # a name read before, repeated
+    lambda text, nl: text + "[user]" + nl + "k = v" + nl + f"[{SCAN_DEFAULT}]" + nl + "k = v",
+    lambda text, nl: text.replace(nl + "[", nl + "\tgoes on" + nl + "[", 2),
 )
 
 
 @st.composite
-def tiled_texts(draw: st.DrawFn, *, edit: bool = True) -> str:
+def tiled_texts(
+    draw: st.DrawFn, *, edit: bool = True, unique: bool = False, edits: Any = TILE_EDITS
+) -> str:
     """Sections of the managed shape back to back (names may repeat), sometimes edited."""
     newline = draw(st.sampled_from(["\n", "\r\n"]))
     sections = []
-    for name in draw(st.lists(st.sampled_from(TILE_NAMES), max_size=6)):
+    for name in draw(st.lists(st.sampled_from(TILE_NAMES), max_size=6, unique=unique)):
         lines = [f"[{name}]", MANAGED_COMMENT]
         for key in MANAGED_KEYS:
             if key == "credrefresh_session_params" and draw(st.booleans()):
@@ -502,7 +511,13 @@ def tiled_texts(draw: st.DrawFn, *, edit: bool = True) -> str:
             lines.append(f"{key} = {value}")
         sections.append(newline.join(lines) + newline * draw(st.integers(1, 3)))
     text = "".join(sections)
-    return draw(st.sampled_from(TILE_EDITS))(text, newline) if edit else text
+    if not edit:
+        return text
+    if unique:  # edits after the k-th section, so that what precedes is read in one pass
+        k = draw(st.integers(1, max(1, len(sections))))
+        head, tail = "".join(sections[:k]), "".join(sections[k:])
+        return head + draw(st.sampled_from(edits))(tail, newline)
+    return draw(st.sampled_from(edits))(text, newline)
 
 
 def outcome(read: Any, text: str) -> Any:
@@ -536,16 +551,51 @@ def test_scan_profiles_in_one_pass_reads_what_a_section_at_a_time_reads(text: st
 )
 @given(tiled_texts(edit=False))
 def test_sections_of_the_managed_shape_back_to_back_are_read_in_one_pass(text: str) -> None:
-    """``tiled`` takes such a text whole, one match per section, each where the last ended."""
-    sections = tiled(text)
-    if not text:
-        assert sections is None
-        return
-    assert sections is not None
-    assert [m.start() for m in sections] == [0, *(m.end() for m in sections[:-1])]
-    assert sections[-1].end() == len(text)
-    assert tiled(" " + text) is None
-    assert tiled(text + "# note\n") is None
+    """``tiled`` takes such a text whole, one match per section, each where the last ended;
+    nothing of a text that does not start with one."""
+    profiles, count, last, end = tiled(text, ParsedTimes())
+    assert count == text.count("\n[") + bool(text)
+    assert last == (text.rfind("\n[") + 1 if count else 0)
+    assert end == len(text)
+    assert set(profiles) <= set(TILE_NAMES)
+    assert tiled(" " + text, ParsedTimes()) == ({}, 0, 0, 0)
+    assert tiled(text + "# note\n", ParsedTimes())[1:] == (count, last, len(text))
+
+
+MIDDLE_EDITS = (
+    lambda text, nl: text,
+    lambda text, nl: "[user]" + nl + "k = v" + nl + text,  # a foreign section
+    lambda text, nl: "  continued" + nl + text,  # the last value read in one pass goes on
+    lambda text, nl: nl + "\tcontinued" + nl + text,
+    lambda text, nl: "# note" + nl + text,
+    lambda text, nl: "   " + nl + text,  # a line of spaces
+    lambda text, nl: "junk" + nl + text,  # a parsing error, with its line number
+    lambda text, nl: "[user]" + nl + "[a]" + nl + text,  # a name read in one pass, repeated
+    lambda text, nl: "[user]" + nl + "[b]" + nl + text,
+    lambda text, nl: f"[{SCAN_DEFAULT}]" + nl + "k = v" + nl + text,
+    lambda text, nl: "[user]" + nl + "k = v" + nl + "k = w" + nl + text,  # a repeated key
+    lambda text, nl: text.replace(nl + "[", nl + " [", 1),
+)
+
+
+@settings(
+    max_examples=500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(tiled_texts(unique=True, edits=MIDDLE_EDITS))
+def test_what_follows_the_sections_read_in_one_pass_is_read_as_a_whole_text_reads_it(
+    text: str,
+) -> None:
+    """Sections read in one pass, then a foreign section, a continuation, an error, a repeated
+    name or a default section: the profiles (or the error, line number included) are what
+    ``scan_each`` gives for the whole text."""
+
+    def outcome_with_line(read: Any, text: str) -> Any:
+        try:
+            return read(text)
+        except configparser.Error as exc:
+            return error_summary(exc)
+
+    assert outcome_with_line(scan_profiles, text) == outcome_with_line(scan_each, text)
 
 
 def test_a_large_file_credrefresh_wrote_takes_the_one_pass() -> None:
@@ -553,10 +603,9 @@ def test_a_large_file_credrefresh_wrote_takes_the_one_pass() -> None:
     for newline in ("\n", "\r\n"):
         issued = {f"p{i}": make_issued(f"p{i}", i) for i in range(50)}
         text = render("", issued, now=NOW)[0].replace("\n", newline)
-        sections = tiled(text)
-        assert sections is not None
-        assert len(sections) == 50
-        assert scan_profiles(text) == scan_each(text)
+        profiles, count, _, end = tiled(text, ParsedTimes())
+        assert (len(profiles), count, end) == (50, 50, len(text))
+        assert scan_profiles(text) == scan_each(text) == profiles
 
 
 @given(st.lists(st.one_of(TILE_TIMES, st.text(max_size=30)), max_size=20))

@@ -11,6 +11,7 @@ else byte for byte. ``render`` is the three in one step (text in, text out), and
 
 from __future__ import annotations
 
+import configparser
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
@@ -351,46 +352,57 @@ def section_text(name: str, issued: Issued, now: datetime, newline: str) -> str:
 def scan_profiles(text: str) -> dict[str, ManagedProfile]:
     """What ``read_profiles`` makes of ``text``; raises as ``RawConfigParser``.
 
-    A text that is nothing but sections written as ``section_text`` writes them (a file
-    credrefresh wrote: every section matches ``LAYOUT``, back to back, and their names are
-    distinct) is read in one pass, one match per section (``tiled``); any other text as
-    ``scan_each`` reads it. ``[DEFAULT]`` is a profile like any other here.
+    The sections written as ``section_text`` writes them that follow one another from the
+    start of the text (a file credrefresh wrote is nothing else) are read in one pass, one
+    match per section (``tiled``). The rest of the text, from the last of them on, is read as
+    ``scan_each`` reads a text; so is the whole text when a name repeats (the error it
+    raises) or a section could be the default one. ``[DEFAULT]`` is a profile like any other
+    here.
     """
     text = text.removeprefix("\ufeff")
-    sections = tiled(text)
-    if sections is None:
-        return scan_each(text)
     times = ParsedTimes()  # a file written in rounds holds each time many times over
-    profiles: dict[str, ManagedProfile] = {}
-    for found in sections:
-        name = found[NAME_GROUP]
-        values = [None if v is None else v.strip() for v in found.group(*PROFILE_GROUPS)]
-        profiles[name] = profile_of(name, values, times)
-    if len(profiles) < len(sections) or NO_DEFAULT in profiles:
-        return scan_each(text)  # a name repeats: RawConfigParser's error, as scan_each raises it
+    profiles, count, last, end = tiled(text, times)
+    if len(profiles) < count or NO_DEFAULT in profiles:
+        return scan_each(text, times)  # a name repeats: RawConfigParser's error, as it words it
+    if end == len(text):
+        return profiles
+    if "\x00" in text:  # a section named NO_DEFAULT further on would be every section's default
+        return scan_each(text, times)
+    # Each header of the sections read starts a section afresh, and none of them repeats: they
+    # read as they would with what follows. The last may go on past its shape (lines that
+    # continue its last value), so it is read again with the rest.
+    if count:
+        profiles.popitem()
+    try:
+        rest = scan_each(text[last:], times)
+    except configparser.Error:
+        return scan_each(text, times)  # raises as for the whole text (its line numbers)
+    if not rest.keys().isdisjoint(profiles):
+        return scan_each(text, times)  # a name repeats
+    profiles.update(rest)
     return profiles
 
 
-def tiled(text: str) -> list[re.Match[str]] | None:
-    """The matches of ``LAYOUT`` that cover ``text`` back to back, else ``None``.
+def tiled(text: str, times: ParsedTimes) -> tuple[dict[str, ManagedProfile], int, int, int]:
+    """The sections of ``LAYOUT``'s shape that follow one another from the start of ``text``.
 
-    ``None`` at the first place where no section of that shape starts (and for an empty text):
-    such a text is read line by line where it needs to be (``scan_each``).
+    Returns their profiles (a name read twice counts once), how many sections that was, where
+    the last of them starts, and where they end (``len(text)`` when they cover it).
     """
     match = LAYOUT.pattern.match
     size = len(text)
-    sections: list[re.Match[str]] = []
-    pos = 0
-    while pos < size:
-        found = match(text, pos)
-        if found is None:
-            return None
-        sections.append(found)
-        pos = found.end()
-    return sections or None
+    profiles: dict[str, ManagedProfile] = {}
+    count = last = pos = 0
+    while pos < size and (found := match(text, pos)) is not None:
+        name = found[NAME_GROUP]
+        values = [None if v is None else v.strip() for v in found.group(*PROFILE_GROUPS)]
+        profiles[name] = profile_of(name, values, times)
+        count += 1
+        last, pos = pos, found.end()
+    return profiles, count, last, pos
 
 
-def scan_each(text: str) -> dict[str, ManagedProfile]:
+def scan_each(text: str, times: ParsedTimes | None = None) -> dict[str, ManagedProfile]:
     """``scan_profiles`` of any text (without its byte order mark), a section at a time.
 
     Where the sections are comes from ``inifile.index`` (runs of sections written as
@@ -401,7 +413,7 @@ def scan_each(text: str) -> dict[str, ManagedProfile]:
     names, starts = index(text, NO_DEFAULT, LAYOUT)
     match = LAYOUT.pattern.match
     ends = (*starts[1:], len(text)) if starts else ()
-    times = ParsedTimes()
+    times = ParsedTimes() if times is None else times
     profiles: dict[str, ManagedProfile] = {}
     for name, start, end in zip(names, starts, ends, strict=True):
         found = match(text, start, end)
