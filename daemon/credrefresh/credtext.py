@@ -110,6 +110,7 @@ PROFILE_READ: Final = (
 LAYOUT: Final = layout(MANAGED_COMMENT, MANAGED_KEYS, optional={"credrefresh_session_params"})
 PROFILE_GROUPS: Final = tuple(f"v{MANAGED_KEYS.index(key)}" for key in PROFILE_READ)
 NAME_GROUP: Final = LAYOUT.pattern.groupindex["name"]
+NEW_PROFILE: Final = tuple.__new__
 
 
 class Plan(NamedTuple):
@@ -429,13 +430,17 @@ def scan_each(text: str, times: ParsedTimes | None = None) -> dict[str, ManagedP
 def profile_of(name: str, values: Sequence[str | None], times: ParsedTimes) -> ManagedProfile:
     """The ``ManagedProfile`` of section ``name`` from its ``PROFILE_READ`` values."""
     marker, key_id, role_arn, session, params, refreshed, expires = values
-    return ManagedProfile(
-        name,
-        (marker or "").lower() == "true",
-        key_id,
-        times[expires or ""],
-        role_arn,
-        times[refreshed or ""],
-        session,
-        params,
+    # As _make builds it: the named tuple's own __new__ is a Python call, 10,000 per read.
+    return NEW_PROFILE(
+        ManagedProfile,
+        (
+            name,
+            (marker or "").lower() == "true",
+            key_id,
+            times[expires or ""],
+            role_arn,
+            times[refreshed or ""],
+            session,
+            params,
+        ),
     )
