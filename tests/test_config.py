@@ -25,6 +25,7 @@ from credrefresh.config import (
     RefreshPolicy,
     Role,
     load_config,
+    nesting,
     plan_reload,
 )
 from credrefresh.errors import ConfigError
@@ -1099,6 +1100,31 @@ def test_sixteen_levels_of_nesting_are_allowed_through_to_validation(tmp_path):
     path = write(tmp_path, ROLE + "[refresh]\nx = " + "[" * 14 + "]" * 14 + "\n")
     (problem,) = refused(path)
     assert problem.startswith(f"{path}: refresh.x: unknown key")
+
+
+def reference_depth(item: object) -> int:
+    """How deep ``item`` nests tables and arrays, itself included, counted recursively."""
+    if isinstance(item, dict):
+        return 1 + max(map(reference_depth, item.values()), default=0)
+    if isinstance(item, list):
+        return 1 + max(map(reference_depth, item), default=0)
+    return 0
+
+
+TOML_SCALARS = st.one_of(st.integers(), st.text(max_size=3), st.booleans(), st.floats())
+TOML_VALUES = st.recursive(
+    TOML_SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=2), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@given(st.dictionaries(st.text(max_size=2), TOML_VALUES, max_size=5))
+def test_nesting_counts_what_a_recursive_walk_counts(document: dict) -> None:
+    """The level-by-level count (one comprehension per level) is the recursive one."""
+    assert nesting(document) == reference_depth(document)
 
 
 def test_a_file_over_the_size_bound_is_not_parsed(tmp_path):

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from credrefresh import config as config_module
 from credrefresh import configcache
+from credrefresh import validate as validate_module
 from credrefresh.atomic import TEMP_MARK
 from credrefresh.config import load_config
 from credrefresh.credtext import render
@@ -31,7 +32,7 @@ from credrefresh.errors import ConfigError
 from credrefresh.model import Credentials, Issued
 from credrefresh.plainrole import plain_role
 from credrefresh.status import status
-from credrefresh.validate import _Validator
+from credrefresh.validate import _Validator, validate
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown)")
 ARN = "arn:aws:iam::123456789012:role/{}"
@@ -349,6 +350,44 @@ def test_plain_role_agrees_with_the_full_walk(profile, arn, extra):
     usual = isinstance(profile, str) and re.fullmatch(r"[A-Za-z0-9_+=,.@-]{1,256}", profile)
     if not extra and expected is not None and usual and profile != "DEFAULT":
         assert fast is not None  # the fast path takes the usual shape, or it is no use
+
+
+ROLE_TABLES = st.one_of(
+    st.builds(lambda p: {"profile": p, "role_arn": ARN.format(p)}, st.sampled_from("abcd")),
+    st.fixed_dictionaries({"profile": st.one_of(PROFILES, VALUES), "role_arn": ARNS}),
+    st.builds(
+        lambda p, d: {"profile": p, "role_arn": ARN.format("x"), "duration_seconds": d},
+        st.sampled_from("abcd"),
+        st.sampled_from([900, 3600, 10]),
+    ),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tables=st.lists(ROLE_TABLES, max_size=6),
+    source=st.sampled_from([None, "a", "elsewhere"]),
+    serve=st.sampled_from([None, ["a"], ["nobody"]]),
+)
+def test_roles_in_one_step_are_what_the_walk_makes_of_them(tables, source, serve):
+    """Every table plain and no profile twice: validate takes the roles in one step. Its
+    Config, or its problems, are what the table-by-table walk alone gives (plain_role off)."""
+    data: dict[str, Any] = {"credentials_file": "/h/credentials", "roles": tables}
+    if source is not None:
+        data["source"] = {"profile": source}
+    if serve is not None:
+        data["serve"] = {"address": "127.0.0.1:9911", "profiles": serve}
+
+    def outcome() -> Any:
+        try:
+            return validate("/h/config.toml", {"HOME": "/h"}, data)
+        except ConfigError as exc:
+            return exc.problems
+
+    fast = outcome()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(validate_module, "plain_role", lambda _table: None)
+        assert outcome() == fast
 
 
 @pytest.mark.asyncio

@@ -31,11 +31,15 @@ from credrefresh.credtext import (  # noqa: E402
     MANAGED_KEYS,
     MARKER_KEY,
     render,
+    scan_each,
     scan_profiles,
     section_text,
+    tiled,
 )
+from credrefresh.credtext import NO_DEFAULT as SCAN_DEFAULT  # noqa: E402
 from credrefresh.errors import CredentialsFileError  # noqa: E402
 from credrefresh.inifile import Span, layout, scan  # noqa: E402
+from credrefresh.model import ParsedTimes, parse_time  # noqa: E402
 from support import oldrender  # noqa: E402
 from test_credfile import LATER, NOW, documents, make_issued  # noqa: E402
 
@@ -442,3 +446,171 @@ def test_a_managed_section_edited_after_its_last_line_reads_as_botocore_reads_it
     assert parser.get("dev", "x_security_token_expires").endswith("continued") == (
         got["dev"].expiration is None
     )
+
+
+# What a section of the managed shape may hold: values a person or a tool may have put there,
+# times in every form parse_time meets, and names that repeat or are special.
+TILE_NAMES = ("a", "b", "c", "DEFAULT", "x y", " p ", "é", "a[b", SCAN_DEFAULT)
+TILE_VALUES = st.text(alphabet="aZ0 :=-[]#;.\t\x01é", max_size=8)
+TILE_TIMES = st.sampled_from(
+    [
+        "2026-12-01T16:52:09Z",
+        "2026-12-01T16:52:09+02:00",
+        "2026-12-01T16:52:09",
+        "2026-12-01T16:52:09.5Z",
+        " 2026-12-01T16:52:09Z ",
+        "9999-12-31T23:59:59-14:00",
+        "0999-01-01T00:00:00Z",
+        "not a time",
+        "",
+    ]
+)
+TILE_MARKERS = st.sampled_from(["true", "TRUE", "True", "false", "", " true ", "yes"])
+TILE_EDITS = (
+    lambda text, nl: text,
+    lambda text, nl: text,
+    lambda text, nl: text,
+    lambda text, nl: text.removesuffix(nl),  # no line break at the end
+    lambda text, nl: text + "  continued" + nl,  # the last value goes on
+    lambda text, nl: text + nl + "\tcontinued" + nl,
+    lambda text, nl: text + "# note" + nl,
+    lambda text, nl: text + "[user]" + nl + "k = v" + nl,
+    lambda text, nl: " " + text,  # an indented first header
+    lambda text, nl: "\ufeff" + text,
+    lambda text, nl: nl + text,
+    lambda text, nl: text.replace(" = ", "=", 1),
+    lambda text, nl: text.replace(nl + "[", nl + " [", 1),  # a header turned continuation
+    # After the first section (or more): what makes the rest be read line by line.
+    lambda text, nl: text.replace(nl + "[", nl + "[user]" + nl + "k = v" + nl + "[", 1),
+    lambda text, nl: text.replace(nl + "[", nl + "junk" + nl + "[", 1),  # a parsing error
+    lambda text, nl: text.replace(nl + "[", nl + "   " + nl + "[", 1),  # a line of spaces
+    lambda text, nl: text + "[user]" + nl + "[a]" + nl,  # a name read before, repeated
+    lambda text, nl: text + "[user]" + nl + "k = v" + nl + f"[{SCAN_DEFAULT}]" + nl + "k = v",
+    lambda text, nl: text.replace(nl + "[", nl + "\tgoes on" + nl + "[", 2),
+)
+
+
+@st.composite
+def tiled_texts(
+    draw: st.DrawFn, *, edit: bool = True, unique: bool = False, edits: Any = TILE_EDITS
+) -> str:
+    """Sections of the managed shape back to back (names may repeat), sometimes edited."""
+    newline = draw(st.sampled_from(["\n", "\r\n"]))
+    sections = []
+    for name in draw(st.lists(st.sampled_from(TILE_NAMES), max_size=6, unique=unique)):
+        lines = [f"[{name}]", MANAGED_COMMENT]
+        for key in MANAGED_KEYS:
+            if key == "credrefresh_session_params" and draw(st.booleans()):
+                continue  # the optional line
+            if key == MARKER_KEY:
+                value = draw(TILE_MARKERS)
+            elif key in {"credrefresh_refreshed_at", "x_security_token_expires"}:
+                value = draw(TILE_TIMES)
+            else:
+                value = draw(TILE_VALUES)
+            lines.append(f"{key} = {value}")
+        sections.append(newline.join(lines) + newline * draw(st.integers(1, 3)))
+    text = "".join(sections)
+    if not edit:
+        return text
+    if unique:  # edits after the k-th section, so that what precedes is read in one pass
+        k = draw(st.integers(1, max(1, len(sections))))
+        head, tail = "".join(sections[:k]), "".join(sections[k:])
+        return head + draw(st.sampled_from(edits))(tail, newline)
+    return draw(st.sampled_from(edits))(text, newline)
+
+
+def outcome(read: Any, text: str) -> Any:
+    """What ``read(text)`` returns, or the kind of error it raises."""
+    try:
+        return read(text)
+    except configparser.Error as exc:
+        return type(exc).__name__
+
+
+@settings(
+    max_examples=600, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(st.one_of(tiled_texts(), edited_documents(), soups()))
+def test_scan_profiles_in_one_pass_reads_what_a_section_at_a_time_reads(text: str) -> None:
+    """A file of managed sections only is read one match per section, in one pass: the
+    profiles (and any error) are what ``scan_each`` (index, then each section) gives, and what
+    reading every section line by line gives."""
+    got = outcome(scan_profiles, text)
+    assert got == outcome(scan_each, text.removeprefix("\ufeff"))
+    reference = outcome(reference_profiles, text)
+    if isinstance(got, dict) and SCAN_DEFAULT not in text:  # the reference's default differs
+        assert {
+            name: (p.managed, p.access_key_id, p.expiration, p.role_arn, p.refreshed_at, *p[6:])
+            for name, p in got.items()
+        } == reference
+
+
+@settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(tiled_texts(edit=False))
+def test_sections_of_the_managed_shape_back_to_back_are_read_in_one_pass(text: str) -> None:
+    """``tiled`` takes such a text whole, one match per section, each where the last ended;
+    nothing of a text that does not start with one."""
+    profiles, count, last, end = tiled(text, ParsedTimes())
+    assert count == text.count("\n[") + bool(text)
+    assert last == (text.rfind("\n[") + 1 if count else 0)
+    assert end == len(text)
+    assert set(profiles) <= set(TILE_NAMES)
+    assert tiled(" " + text, ParsedTimes()) == ({}, 0, 0, 0)
+    assert tiled(text + "# note\n", ParsedTimes())[1:] == (count, last, len(text))
+
+
+MIDDLE_EDITS = (
+    lambda text, nl: text,
+    lambda text, nl: "[user]" + nl + "k = v" + nl + text,  # a foreign section
+    lambda text, nl: "  continued" + nl + text,  # the last value read in one pass goes on
+    lambda text, nl: nl + "\tcontinued" + nl + text,
+    lambda text, nl: "# note" + nl + text,
+    lambda text, nl: "   " + nl + text,  # a line of spaces
+    lambda text, nl: "junk" + nl + text,  # a parsing error, with its line number
+    lambda text, nl: "[user]" + nl + "[a]" + nl + text,  # a name read in one pass, repeated
+    lambda text, nl: "[user]" + nl + "[b]" + nl + text,
+    lambda text, nl: f"[{SCAN_DEFAULT}]" + nl + "k = v" + nl + text,
+    lambda text, nl: "[user]" + nl + "k = v" + nl + "k = w" + nl + text,  # a repeated key
+    lambda text, nl: text.replace(nl + "[", nl + " [", 1),
+)
+
+
+@settings(
+    max_examples=500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(tiled_texts(unique=True, edits=MIDDLE_EDITS))
+def test_what_follows_the_sections_read_in_one_pass_is_read_as_a_whole_text_reads_it(
+    text: str,
+) -> None:
+    """Sections read in one pass, then a foreign section, a continuation, an error, a repeated
+    name or a default section: the profiles (or the error, line number included) are what
+    ``scan_each`` gives for the whole text."""
+
+    def outcome_with_line(read: Any, text: str) -> Any:
+        try:
+            return read(text)
+        except configparser.Error as exc:
+            return error_summary(exc)
+
+    assert outcome_with_line(scan_profiles, text) == outcome_with_line(scan_each, text)
+
+
+def test_a_large_file_credrefresh_wrote_takes_the_one_pass() -> None:
+    """What the daemon writes (many profiles, LF or CRLF) is one run of the managed shape."""
+    for newline in ("\n", "\r\n"):
+        issued = {f"p{i}": make_issued(f"p{i}", i) for i in range(50)}
+        text = render("", issued, now=NOW)[0].replace("\n", newline)
+        profiles, count, _, end = tiled(text, ParsedTimes())
+        assert (len(profiles), count, end) == (50, 50, len(text))
+        assert scan_profiles(text) == scan_each(text) == profiles
+
+
+@given(st.lists(st.one_of(TILE_TIMES, st.text(max_size=30)), max_size=20))
+def test_parsed_times_are_parse_time(texts: list[str]) -> None:
+    """The memo gives what parse_time gives, for every text, looked up any number of times."""
+    times = ParsedTimes()
+    for text in texts + texts:
+        assert times[text] == parse_time(text)

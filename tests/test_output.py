@@ -15,13 +15,8 @@ import pytest
 import structlog
 from botocore.configloader import raw_config_parse
 
-from credrefresh.logs import (
-    LibraryHandler,
-    Output,
-    configure,
-    dropped_lines,
-    route_library_logging,
-)
+from credrefresh.librarylog import LibraryHandler, route_library_logging
+from credrefresh.logs import Output, configure, dropped_lines
 from process_support import NotifySocket, clean_env, write_config
 from support.fakests import Faults
 

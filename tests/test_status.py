@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import PurePosixPath
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from credrefresh.config import load_config
 from credrefresh.credtext import ManagedProfile
-from credrefresh.status import decide, exit_code, render_table, status
+from credrefresh.model import FormattedTimes, format_time, parse_time
+from credrefresh.schedule import human_duration
+from credrefresh.status import ProfileStatus, decide, exit_code, history, render_table, status
 from engine_support import make_config
 from process_support import clean_env, run_cli, write_config
 from support.fakests import Faults
@@ -233,3 +239,188 @@ def test_status_ignores_a_stale_failure_left_by_a_killed_daemon(tmp_path, fake_s
     result = run_cli(["status", "--config", str(path), "--json"], clean_env(tmp_path))
     row = json.loads(result.stdout)["profiles"][0]
     assert (row["state"], row["last_error_code"], result.returncode) == ("fresh", None, 0)
+
+
+ZONES = (UTC, timezone(timedelta(hours=2)), ZoneInfo("Europe/Berlin"), None)
+
+
+@given(
+    st.lists(
+        st.builds(
+            lambda moment, zone, fold: moment.replace(tzinfo=zone, fold=fold),
+            st.one_of(
+                # Few moments, so that equal ones meet (02:30 on 2026-10-25 is ambiguous in
+                # Berlin, microseconds are not formatted), and any other.
+                st.sampled_from(
+                    [
+                        datetime(2026, 10, 25, 2, 30),  # noqa: DTZ001 - the zone comes next
+                        datetime(2026, 10, 25, 2, 30, 0, 500),  # noqa: DTZ001
+                        datetime(2026, 11, 27, 12, 0),  # noqa: DTZ001
+                    ]
+                ),
+                st.datetimes(
+                    min_value=datetime(2000, 1, 1),  # noqa: DTZ001 - hypothesis wants naive bounds
+                    max_value=datetime(2100, 1, 1),  # noqa: DTZ001
+                ),
+            ),
+            st.sampled_from(ZONES),
+            st.sampled_from([0, 1]),
+        ),
+        max_size=20,
+    )
+)
+def test_formatted_times_are_format_time(moments: list[datetime]) -> None:
+    """The memo decide formats with gives what format_time gives, whatever the zone (moments
+    of one zone that compare equal but differ in fold included), in any order."""
+    formatted = FormattedTimes()
+    for moment in moments + moments[::-1]:
+        assert formatted[moment] == format_time(moment)
+
+
+def test_formatted_times_keep_an_ambiguous_local_time_apart() -> None:
+    """02:30 on the night clocks go back in Berlin happens twice: equal as datetimes, an hour
+    apart as instants."""
+    first = datetime(2026, 10, 25, 2, 30, tzinfo=ZoneInfo("Europe/Berlin"))
+    second = first.replace(fold=1)
+    assert first == second
+    formatted = FormattedTimes()
+    assert formatted[first] == "2026-10-25T00:30:00Z"
+    assert formatted[second] == "2026-10-25T01:30:00Z"
+    assert formatted[first.astimezone(UTC)] == "2026-10-25T00:30:00Z"
+
+
+def reference_decide(config, in_file, state, now):
+    """``decide`` as it was before its loop was tightened: the reference."""
+    recorded = (state or {}).get("profiles", {})
+    overdue_below = 1 - (config.refresh.refresh_at + config.refresh.jitter)
+    rows = []
+    for role in config.roles:
+        profile, role_arn = role.profile, role.role_arn
+        found = in_file.get(profile)
+        entry = recorded.get(profile) if recorded else None
+        saved = history(role_arn, found, entry) if entry else {}
+        error = (saved.get("last_error") or None) if saved else None
+        if found is None:
+            expiration = refreshed = left = None
+        else:
+            expiration, refreshed = found.expiration, found.refreshed_at
+            left = None if expiration is None else (expiration - now).total_seconds()
+        if refreshed is None and saved:
+            refreshed = parse_time(str(saved.get("last_success") or ""))
+        if found is not None and not found.managed:
+            verdict = "conflict"
+        elif found is None or expiration is None or left is None:
+            verdict = "missing"
+        elif found.role_arn is not None and found.role_arn != role_arn:
+            verdict = "mismatch"
+        elif left <= 0:
+            verdict = "expired"
+        elif error is not None:
+            verdict = "failing"
+        else:
+            lifetime = None if refreshed is None else (expiration - refreshed).total_seconds()
+            overdue = lifetime is not None and lifetime > 0 and left < lifetime * overdue_below
+            verdict = "expiring" if overdue else "fresh"
+        rows.append(
+            ProfileStatus(
+                profile,
+                verdict,
+                None if expiration is None else format_time(expiration),
+                None if left is None else round(left, 1),
+                found.access_key_id if found is not None and found.managed else None,
+                None if refreshed is None else format_time(refreshed),
+                saved.get("next_attempt") if saved else None,
+                None if error is None else error.get("code"),
+                None if error is None else error.get("message"),
+                role_arn,
+            )
+        )
+    return rows
+
+
+def reference_table(rows: list[ProfileStatus]) -> str:
+    """``render_table`` as it was: the reference."""
+    header = ("PROFILE", "STATE", "EXPIRES", "LEFT", "LAST SUCCESS", "NEXT ATTEMPT", "LAST ERROR")
+    lines = [header]
+    for row in rows:
+        left = "-" if row.seconds_left is None else human_duration(max(row.seconds_left, 0))
+        if row.seconds_left is not None and row.seconds_left <= 0:
+            left = "expired"
+        error = "-"
+        if row.last_error_code:
+            error = f"{row.last_error_code}: {row.last_error or ''}".strip()
+            error = error if len(error) <= 60 else error[:57] + "..."
+        lines.append(
+            (
+                row.profile,
+                row.state,
+                row.expiration or "-",
+                left,
+                row.last_success or "-",
+                row.next_attempt or "-",
+                error,
+            )
+        )
+    widths = [max(len(line[column]) for line in lines) for column in range(6)]
+    return "\n".join(
+        "".join(cell.ljust(width) + "  " for cell, width in zip(line, widths, strict=False))
+        + line[-1]
+        for line in lines
+    )
+
+
+OFFSETS = st.one_of(
+    st.sampled_from([-3600.0, -0.04, 0.0, 0.04, 0.05, 0.06, 29.5, 59.6, 3599.5, 3600.0]),
+    st.floats(-7200, 50000, allow_nan=False),
+)
+TIMES = st.one_of(st.none(), OFFSETS.map(lambda s: NOW + timedelta(seconds=s)))
+ERRORS = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {
+            "code": st.sampled_from(["AccessDenied", "", "Throttling"]),
+            "message": st.one_of(st.none(), st.text(max_size=80)),
+            "at": st.sampled_from(["2026-11-27T11:00:00Z", "2026-11-27T12:30:00Z", "junk"]),
+        }
+    ),
+)
+
+
+@st.composite
+def status_inputs(draw: st.DrawFn) -> tuple[dict[str, ManagedProfile], dict[str, object]]:
+    """What the file and the state file may say of profiles r0..r5."""
+    in_file = {}
+    recorded: dict[str, object] = {}
+    for name in ("r0", "r1", "r2", "r3", "r4", "r5"):
+        if draw(st.booleans()):
+            in_file[name] = ManagedProfile(
+                profile=name,
+                managed=draw(st.booleans()),
+                access_key_id=draw(st.sampled_from([None, "ASIAEXAMPLE"])),
+                expiration=draw(TIMES),
+                role_arn=draw(
+                    st.sampled_from([None, f"arn:aws:iam::123456789012:role/{name}", "other"])
+                ),
+                refreshed_at=draw(TIMES),
+            )
+        if draw(st.booleans()):
+            recorded[name] = {
+                "role_arn": draw(st.sampled_from([None, f"arn:aws:iam::123456789012:role/{name}"])),
+                "last_error": draw(ERRORS),
+                "last_success": draw(st.sampled_from([None, "2026-11-27T11:00:00Z", "bad"])),
+                "next_attempt": draw(st.sampled_from([None, "2026-11-27T12:05:00Z"])),
+            }
+    return in_file, {"profiles": recorded}
+
+
+@given(status_inputs())
+def test_decide_and_the_table_are_what_they_were(inputs: tuple[dict, dict]) -> None:
+    """The tightened loop (unpacked profiles, rows built without the named tuple's __new__,
+    durations worded once) decides and renders what the plain one did."""
+    config = make_config(PurePosixPath("never-written"), ["r0", "r1", "r2", "r3", "r4", "r5"])
+    in_file, state = inputs
+    rows = decide(config, in_file, state, NOW)
+    expected = reference_decide(config, in_file, state, NOW)
+    assert rows == expected
+    assert all(type(row) is ProfileStatus for row in rows)
+    assert render_table(rows) == reference_table(expected)

@@ -13,7 +13,6 @@ The file is bounded: at most ``MAX_FILE_SIZE`` bytes, and ``MAX_DEPTH`` levels o
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Final, Literal
@@ -146,6 +145,8 @@ def parse(name: str, text: str) -> dict[str, Any]:
     Raises:
         ConfigError: a syntax error, or nesting too deep for the parser.
     """
+    import tomllib  # noqa: PLC0415 - status of a cached configuration never parses TOML
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -163,9 +164,12 @@ def nesting(document: dict[str, Any]) -> int:
     level: list[dict[str, Any] | list[Any]] = [document]
     while level:  # one level at a time: 10,000 roles make this a hot path
         depth += 1
-        below: list[dict[str, Any] | list[Any]] = []
-        for item in level:
-            children = item.values() if isinstance(item, dict) else item
-            below += [c for c in children if isinstance(c, dict | list)]
-        level = below
+        # One comprehension per level, not one per table (each is a call before Python
+        # 3.12), and isinstance with a tuple, not a union: half the time.
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, (dict, list))
+        ]
     return depth

@@ -11,6 +11,7 @@ else byte for byte. ``render`` is the three in one step (text in, text out), and
 
 from __future__ import annotations
 
+import configparser
 import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
@@ -30,7 +31,7 @@ from credrefresh.inifile import (
     section_body,
     section_value,
 )
-from credrefresh.model import Issued, format_time, parse_time
+from credrefresh.model import Issued, ParsedTimes, format_time
 
 __all__ = [
     "LAYOUT",
@@ -108,6 +109,8 @@ PROFILE_READ: Final = (
 # Sections written as section_text writes them (nearly all of a populated file): read in one step.
 LAYOUT: Final = layout(MANAGED_COMMENT, MANAGED_KEYS, optional={"credrefresh_session_params"})
 PROFILE_GROUPS: Final = tuple(f"v{MANAGED_KEYS.index(key)}" for key in PROFILE_READ)
+NAME_GROUP: Final = LAYOUT.pattern.groupindex["name"]
+NEW_PROFILE: Final = tuple.__new__
 
 
 class Plan(NamedTuple):
@@ -350,15 +353,68 @@ def section_text(name: str, issued: Issued, now: datetime, newline: str) -> str:
 def scan_profiles(text: str) -> dict[str, ManagedProfile]:
     """What ``read_profiles`` makes of ``text``; raises as ``RawConfigParser``.
 
+    The sections written as ``section_text`` writes them that follow one another from the
+    start of the text (a file credrefresh wrote is nothing else) are read in one pass, one
+    match per section (``tiled``). The rest of the text, from the last of them on, is read as
+    ``scan_each`` reads a text; so is the whole text when a name repeats (the error it
+    raises) or a section could be the default one. ``[DEFAULT]`` is a profile like any other
+    here.
+    """
+    text = text.removeprefix("\ufeff")
+    times = ParsedTimes()  # a file written in rounds holds each time many times over
+    profiles, count, last, end = tiled(text, times)
+    if len(profiles) < count or NO_DEFAULT in profiles:
+        return scan_each(text, times)  # a name repeats: RawConfigParser's error, as it words it
+    if end == len(text):
+        return profiles
+    if "\x00" in text:  # a section named NO_DEFAULT further on would be every section's default
+        return scan_each(text, times)
+    # Each header of the sections read starts a section afresh, and none of them repeats: they
+    # read as they would with what follows. The last may go on past its shape (lines that
+    # continue its last value), so it is read again with the rest.
+    if count:
+        profiles.popitem()
+    try:
+        rest = scan_each(text[last:], times)
+    except configparser.Error:
+        return scan_each(text, times)  # raises as for the whole text (its line numbers)
+    if not rest.keys().isdisjoint(profiles):
+        return scan_each(text, times)  # a name repeats
+    profiles.update(rest)
+    return profiles
+
+
+def tiled(text: str, times: ParsedTimes) -> tuple[dict[str, ManagedProfile], int, int, int]:
+    """The sections of ``LAYOUT``'s shape that follow one another from the start of ``text``.
+
+    Returns their profiles (a name read twice counts once), how many sections that was, where
+    the last of them starts, and where they end (``len(text)`` when they cover it).
+    """
+    match = LAYOUT.pattern.match
+    size = len(text)
+    profiles: dict[str, ManagedProfile] = {}
+    count = last = pos = 0
+    while pos < size and (found := match(text, pos)) is not None:
+        name = found[NAME_GROUP]
+        values = [None if v is None else v.strip() for v in found.group(*PROFILE_GROUPS)]
+        profiles[name] = profile_of(name, values, times)
+        count += 1
+        last, pos = pos, found.end()
+    return profiles, count, last, pos
+
+
+def scan_each(text: str, times: ParsedTimes | None = None) -> dict[str, ManagedProfile]:
+    """``scan_profiles`` of any text (without its byte order mark), a section at a time.
+
     Where the sections are comes from ``inifile.index`` (runs of sections written as
     ``section_text`` writes them are read a run at a time). A section of that shape, whole, is
     then read with one match; any other line by line, alone (a section's values depend on its
-    own lines only). ``[DEFAULT]`` is a profile like any other here.
+    own lines only).
     """
-    text = text.removeprefix("\ufeff")
     names, starts = index(text, NO_DEFAULT, LAYOUT)
     match = LAYOUT.pattern.match
     ends = (*starts[1:], len(text)) if starts else ()
+    times = ParsedTimes() if times is None else times
     profiles: dict[str, ManagedProfile] = {}
     for name, start, end in zip(names, starts, ends, strict=True):
         found = match(text, start, end)
@@ -367,15 +423,24 @@ def scan_profiles(text: str) -> dict[str, ManagedProfile]:
         else:
             span = scan(text[start:end], PROFILE_KEYS, NO_DEFAULT)[0]
             values = [span.value(key) for key in PROFILE_READ]
-        marker, key_id, role_arn, session, params, refreshed, expires = values
-        profiles[name] = ManagedProfile(
-            profile=name,
-            managed=(marker or "").lower() == "true",
-            access_key_id=key_id,
-            expiration=parse_time(expires) if expires else None,
-            role_arn=role_arn,
-            refreshed_at=parse_time(refreshed or ""),
-            session_name=session,
-            session_params=params,
-        )
+        profiles[name] = profile_of(name, values, times)
     return profiles
+
+
+def profile_of(name: str, values: Sequence[str | None], times: ParsedTimes) -> ManagedProfile:
+    """The ``ManagedProfile`` of section ``name`` from its ``PROFILE_READ`` values."""
+    marker, key_id, role_arn, session, params, refreshed, expires = values
+    # As _make builds it: the named tuple's own __new__ is a Python call, 10,000 per read.
+    return NEW_PROFILE(
+        ManagedProfile,
+        (
+            name,
+            (marker or "").lower() == "true",
+            key_id,
+            times[expires or ""],
+            role_arn,
+            times[refreshed or ""],
+            session,
+            params,
+        ),
+    )

@@ -7,19 +7,17 @@ redaction processor runs last before rendering, so no secret reaches any output 
 Output never kills: a line that cannot be written (the reader of a pipe went away, a closed
 descriptor, a full disk) is dropped and counted (``dropped_lines``), and reported once on the
 other stream. The standard library's logging (botocore, aiobotocore, asyncio, aiohttp) is
-routed into ``library.log`` events, without tracebacks and rate-limited, so an expected failure
-never prints a traceback anywhere.
+routed into ``library.log`` events (``credrefresh.librarylog``), without tracebacks and
+rate-limited, so an expected failure never prints a traceback anywhere.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
@@ -28,13 +26,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REDACTED",
-    "LibraryHandler",
     "Output",
     "configure",
     "dropped_lines",
     "get_logger",
     "redact",
-    "route_library_logging",
     "scrub",
     "stderr",
     "stdout",
@@ -232,75 +228,17 @@ def stderr() -> Output:
     return Output(sys.stderr, "stderr", _report_on_stdout)
 
 
-class LibraryHandler(logging.Handler):
-    """Turns a library's log record (WARNING and up) into a ``library.log`` event.
-
-    The exception, if any, becomes ``error`` (its class and message): never a traceback. Each
-    logger gets ``burst`` events per ``window`` seconds; what it logs beyond that is counted
-    and the count rides on its next event as ``suppressed`` (an accept-error flood must not
-    become a log flood).
-    """
-
-    def __init__(
-        self,
-        *,
-        burst: int = 5,
-        window: float = 60.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(logging.WARNING)
-        self.burst = burst
-        self.window = window
-        self.clock = clock
-        self.windows: dict[str, tuple[float, int, int]] = {}  # name: (start, sent, suppressed)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        """Log ``record`` as one event, unless its logger is over its budget."""
-        now = self.clock()
-        start, sent, suppressed = self.windows.get(record.name, (now, 0, 0))
-        if now - start >= self.window:
-            start, sent = now, 0
-        if sent >= self.burst:
-            self.windows[record.name] = (start, sent, suppressed + 1)
-            return
-        self.windows[record.name] = (start, sent + 1, 0)
-        fields: dict[str, Any] = {"logger": record.name}
-        try:
-            fields["message"] = record.getMessage()
-        except (TypeError, ValueError):  # a library's bad format string
-            fields["message"] = str(record.msg)
-        if record.exc_info and record.exc_info[1] is not None:
-            exc = record.exc_info[1]
-            fields["error"] = f"{type(exc).__name__}: {exc}"
-        if suppressed:
-            fields["suppressed"] = suppressed
-        # One level per event (see events.CATALOGUE); the library's own is a field.
-        get_logger().warning("library.log", record_level=record.levelname.lower(), **fields)
-
-
-def route_library_logging(handler: logging.Handler | None = None) -> None:
-    """Send every standard-library log record (WARNING and up) to ``handler``.
-
-    With a handler on the root logger, Python's last-resort handler (stderr, with tracebacks)
-    is never used. Handlers someone else installed are left alone; ours is replaced.
-    """
-    logging.raiseExceptions = False  # a failing handler must not print a traceback either
-    root = logging.getLogger()
-    for old in root.handlers[:]:
-        if isinstance(old, LibraryHandler):
-            root.removeHandler(old)
-    root.addHandler(handler or LibraryHandler())
-    root.setLevel(logging.WARNING)
-    logging.captureWarnings(capture=True)
-
-
 def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Configure structlog once for the process.
 
     ``fmt`` is ``json``, ``console`` or ``auto`` (console on a terminal, JSON otherwise). Lines
     go to ``stream`` (default: stdout) through an ``Output``; library logging is routed here.
     """
-    import structlog  # noqa: PLC0415 - check, status and audit never log: they start faster
+    import logging  # noqa: PLC0415 - check and status never log: they start faster
+
+    import structlog  # noqa: PLC0415
+
+    from credrefresh.librarylog import route_library_logging  # noqa: PLC0415
 
     out = stream or sys.stdout
     console = fmt == "console" or (fmt == "auto" and out.isatty())

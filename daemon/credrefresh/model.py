@@ -16,7 +16,9 @@ from credrefresh.settings import Role
 __all__ = [
     "Credentials",
     "ErrorInfo",
+    "FormattedTimes",
     "Issued",
+    "ParsedTimes",
     "RoleState",
     "format_time",
     "parse_time",
@@ -175,3 +177,31 @@ def parse_time(value: str) -> datetime | None:
         return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError):
         return None
+
+
+class ParsedTimes(dict[str, datetime | None]):
+    """``parse_time`` of each text looked up, each distinct text parsed once.
+
+    A memo for one read of many times (``scan_profiles``): a file written in rounds holds the
+    same refresh and expiry times many times over. Looking a time up here costs a dict lookup,
+    parsing it about ten times that.
+    """
+
+    def __missing__(self, value: str) -> datetime | None:
+        parsed = self[value] = parse_time(value)
+        return parsed
+
+
+class FormattedTimes(dict[datetime, str]):
+    """``format_time`` of each moment looked up, each distinct moment formatted once.
+
+    ``ParsedTimes`` the other way round, for ``status``'s rows. Only moments in ``UTC`` (what
+    ``parse_time`` returns) are kept: two moments of one other zone may compare equal and still
+    format differently (``fold``), while a moment equal to one in ``UTC`` is the same instant.
+    """
+
+    def __missing__(self, moment: datetime) -> str:
+        text = format_time(moment)
+        if moment.tzinfo is UTC:
+            self[moment] = text
+        return text

@@ -42,4 +42,4 @@ def plain_role(table: Mapping[str, Any]) -> Role | None:
     ):
         return None
     # default_session_name, with nothing to replace.
-    return Role(profile=profile, role_arn=role_arn, session_name=f"credrefresh-{profile}"[:64])
+    return Role(profile, role_arn, f"credrefresh-{profile}"[:64])

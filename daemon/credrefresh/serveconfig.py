@@ -6,7 +6,6 @@ non-loopback address. Pure: no I/O; the token file is created by the endpoint wh
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -96,6 +95,8 @@ def _address(value: object, fail: _Fail) -> tuple[str, int] | None:
         )
         return None
     host = match["v6"] or match["v4"]
+    import ipaddress  # noqa: PLC0415 - only a configuration with [serve] holds one
+
     try:
         loopback = ipaddress.ip_address(host).is_loopback
     except ValueError:

@@ -12,13 +12,15 @@ import json
 import os
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from credrefresh.config import Config
 from credrefresh.errors import CredentialsFileError
-from credrefresh.events import Event, event
 from credrefresh.model import RoleState, format_time
 from credrefresh.safefs import ensure_directory, open_regular
+
+if TYPE_CHECKING:
+    from credrefresh.events import Event
 
 __all__ = [
     "STATE_VERSION",
@@ -212,6 +214,8 @@ async def record(
 
 async def _save(path: str, document: Mapping[str, Any] | str) -> Event | None:
     import anyio  # noqa: PLC0415 - here: status, which only reads the file, starts faster
+
+    from credrefresh.events import event  # noqa: PLC0415 - likewise
 
     try:
         with anyio.CancelScope(shield=True):

@@ -26,7 +26,7 @@ from credrefresh.credfile import read_profiles
 from credrefresh.credtext import ManagedProfile
 from credrefresh.errors import CredentialsFileError
 from credrefresh.logs import Output, scrub, stderr
-from credrefresh.model import format_time, parse_time
+from credrefresh.model import FormattedTimes, format_time, parse_time
 from credrefresh.schedule import human_duration
 from credrefresh.state import load_state
 from credrefresh.text import printable
@@ -108,6 +108,11 @@ def decide(
     overdue_below = 1 - (config.refresh.refresh_at + config.refresh.jitter)
     rows: list[ProfileStatus] = []
     append = rows.append  # 10,000 rows: the loop is the command's cost, so it is kept tight
+    # The file holds each time many times over (profiles written in one round share them).
+    formatted = FormattedTimes()
+    # Rows are built as _make builds them, without the Python-level __new__ of a named tuple
+    # (a fifth of the loop); found is unpacked, not read attribute by attribute, likewise.
+    new_row = tuple.__new__
     for role in config.roles:
         profile, role_arn = role.profile, role.role_arn
         found = in_file.get(profile)
@@ -115,17 +120,18 @@ def decide(
         saved: Mapping[str, Any] = history(role_arn, found, entry) if entry else {}
         error = (saved.get("last_error") or None) if saved else None
         if found is None:
-            expiration = refreshed = left = None
+            managed, key_id = False, None
+            expiration = found_arn = refreshed = left = None
         else:
-            expiration, refreshed = found.expiration, found.refreshed_at
+            _, managed, key_id, expiration, found_arn, refreshed, _, _ = found
             left = None if expiration is None else (expiration - now).total_seconds()
         if refreshed is None and saved:
             refreshed = parse_time(str(saved.get("last_success") or ""))
-        if found is not None and not found.managed:
+        if found is not None and not managed:
             verdict = "conflict"
         elif found is None or expiration is None or left is None:
             verdict = "missing"
-        elif found.role_arn is not None and found.role_arn != role_arn:
+        elif found_arn is not None and found_arn != role_arn:
             verdict = "mismatch"
         elif left <= 0:
             verdict = "expired"
@@ -136,17 +142,20 @@ def decide(
             overdue = lifetime is not None and lifetime > 0 and left < lifetime * overdue_below
             verdict = "expiring" if overdue else "fresh"
         append(
-            ProfileStatus(
-                profile,
-                verdict,
-                None if expiration is None else format_time(expiration),
-                None if left is None else round(left, 1),
-                found.access_key_id if found is not None and found.managed else None,
-                None if refreshed is None else format_time(refreshed),
-                saved.get("next_attempt") if saved else None,
-                None if error is None else error.get("code"),
-                None if error is None else error.get("message"),
-                role_arn,
+            new_row(
+                ProfileStatus,
+                (
+                    profile,
+                    verdict,
+                    None if expiration is None else formatted[expiration],
+                    None if left is None else round(left, 1),
+                    key_id if managed else None,
+                    None if refreshed is None else formatted[refreshed],
+                    saved.get("next_attempt") if saved else None,
+                    None if error is None else error.get("code"),
+                    None if error is None else error.get("message"),
+                    role_arn,
+                ),
             )
         )
     return rows
@@ -220,25 +229,21 @@ def render_table(rows: Sequence[ProfileStatus]) -> str:
     """A table for people."""
     header = ("PROFILE", "STATE", "EXPIRES", "LEFT", "LAST SUCCESS", "NEXT ATTEMPT", "LAST ERROR")
     lines = [header]
-    for row in rows:
-        left = "-" if row.seconds_left is None else human_duration(max(row.seconds_left, 0))
-        if row.seconds_left is not None and row.seconds_left <= 0:
+    append = lines.append
+    durations: dict[int, str] = {}  # human_duration of whole seconds, each worded once
+    for profile, state, expiration, seconds, _, success, attempt, code, message, _ in rows:
+        if seconds is None:
+            left = "-"
+        elif seconds <= 0:
             left = "expired"
+        else:
+            whole = round(seconds)
+            left = durations.get(whole) or durations.setdefault(whole, human_duration(whole))
         error = "-"
-        if row.last_error_code:
-            error = f"{row.last_error_code}: {row.last_error or ''}".strip()
+        if code:
+            error = f"{code}: {message or ''}".strip()
             error = error if len(error) <= 60 else error[:57] + "..."  # noqa: PLR2004
-        lines.append(
-            (
-                row.profile,
-                row.state,
-                row.expiration or "-",
-                left,
-                row.last_success or "-",
-                row.next_attempt or "-",
-                error,
-            )
-        )
+        append((profile, state, expiration or "-", left, success or "-", attempt or "-", error))
     # Every column but the last is padded to its widest cell (what str.ljust does, in one
     # %-format per line).
     widths = [max(map(len, column)) for column in list(zip(*lines, strict=True))[:-1]]

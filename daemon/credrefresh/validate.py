@@ -7,8 +7,6 @@ the entry point. Messages echo a bad value only quoted, escaped and cut short
 
 from __future__ import annotations
 
-import difflib
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -105,6 +103,7 @@ class _Validator:
         if source_profile is not None:
             self.profile_name(source_profile, "source.profile")
         raw_roles = data.get("roles")
+        # The profiles the roles name: asked only by a source profile and by [serve].
         managed = (
             {
                 t["profile"]
@@ -112,6 +111,7 @@ class _Validator:
                 if isinstance(t, dict) and isinstance(t.get("profile"), str)
             }
             if isinstance(raw_roles, list)
+            and (source_profile is not None or data.get("serve") is not None)
             else set()
         )
         if source_profile is not None and source_profile in managed:
@@ -161,6 +161,8 @@ class _Validator:
     def unknown(self, table: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
         for key in table:
             if key not in allowed:
+                import difflib  # noqa: PLC0415 - only for a mistyped key
+
                 close = difflib.get_close_matches(key, allowed, n=1)
                 hint = f" (did you mean {shown(close[0])}?)" if close else ""
                 expected = ", ".join(allowed)
@@ -278,6 +280,8 @@ class _Validator:
             return None
         host = match["v6"] or match["host"]
         if match["v6"]:
+            import ipaddress  # noqa: PLC0415 - most configurations hold no IP address
+
             try:
                 ipaddress.IPv6Address(host)
             except ValueError:
@@ -358,10 +362,15 @@ class _Validator:
         if len(value) > MAX_ROLES:
             self.fail("roles", f"expected at most {MAX_ROLES} roles, got {len(value)}")
             return ()
-        roles: list[Role] = []
+        plain = [plain_role(table) for table in value]
+        roles = [role for role in plain if role is not None]
+        if len(roles) == len(value) and len({role.profile for role in roles}) == len(roles):
+            return tuple(roles)  # the usual case, in one step: every table plain, no repeats
+        # Otherwise table by table, wording every problem.
+        roles = []
         seen: dict[str, int] = {}
         for index, table in enumerate(value):
-            role = plain_role(table) or self.role(table, f"roles[{index}].")
+            role = plain[index] or self.role(table, f"roles[{index}].")
             # Duplicates are checked on the raw name, so they are reported even when the
             # role has other problems too.
             profile = table.get("profile")
@@ -488,6 +497,8 @@ def loopback_literal(netloc: str) -> bool:
     match = re.fullmatch(r"(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<v4>[0-9.]+))(?::[0-9]{1,5})?", netloc)
     if match is None:
         return False
+    import ipaddress  # noqa: PLC0415 - most configurations hold no IP address
+
     try:
         return ipaddress.ip_address(match["v6"] or match["v4"]).is_loopback
     except ValueError:
