@@ -9,6 +9,7 @@ nothing good for, a removal, or a retry after a failed write.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import anyio
@@ -65,13 +66,22 @@ def flush_one(writer: Writer, name: str, seed: int) -> None:
     anyio.run(go)
 
 
+def written(
+    tmp_path: Path, size: int, delay: float, clock: Ticks | None = None
+) -> tuple[Writer, Path]:
+    """A writer that has just written ``dev`` into a credentials file of about ``size`` bytes."""
+    path = tmp_path / "credentials"
+    if size:
+        big_file(path, size)
+    writer = Writer(str(path), delay, monotonic=clock or time.monotonic)
+    flush_one(writer, "dev", 1)  # urgent (the default)
+    return writer, path
+
+
 def test_a_large_file_waits_for_its_spacing_unless_urgent(tmp_path: Path) -> None:
     """After a write of a 3 MB file, an ordinary refresh waits 3 s; an urgent one the delay."""
-    path = tmp_path / "credentials"
-    big_file(path, 3 * MB)
     clock = Ticks()
-    writer = Writer(str(path), 0.5, monotonic=clock)
-    flush_one(writer, "dev", 1)
+    writer, path = written(tmp_path, 3 * MB, 0.5, clock)
     assert path.stat().st_size > 3 * MB - 200
 
     writer.add(make_issued("dev", 2, now=NOW), urgent=False)
@@ -87,11 +97,7 @@ def test_a_large_file_waits_for_its_spacing_unless_urgent(tmp_path: Path) -> Non
 
 
 def test_a_removal_is_urgent(tmp_path: Path) -> None:
-    path = tmp_path / "credentials"
-    big_file(path, 3 * MB)
-    clock = Ticks()
-    writer = Writer(str(path), 0.5, monotonic=clock)
-    flush_one(writer, "dev", 1)
+    writer, _ = written(tmp_path, 3 * MB, 0.5, Ticks())
     writer.add(make_issued("dev", 2, now=NOW), urgent=False)
     assert writer.wait_s() > 2.9
     writer.remove("dev")
@@ -100,30 +106,20 @@ def test_a_removal_is_urgent(tmp_path: Path) -> None:
 
 def test_urgency_lasts_until_the_next_flush(tmp_path: Path) -> None:
     """Once written, the next ordinary refresh waits for the spacing again."""
-    path = tmp_path / "credentials"
-    big_file(path, 3 * MB)
-    clock = Ticks()
-    writer = Writer(str(path), 0.5, monotonic=clock)
-    flush_one(writer, "dev", 1)  # urgent (the default)
+    writer, _ = written(tmp_path, 3 * MB, 0.5, Ticks())  # its write was urgent
     writer.add(make_issued("dev", 2, now=NOW), urgent=False)
     assert writer.wait_s() > 2.9
 
 
 def test_a_small_file_keeps_write_delay(tmp_path: Path) -> None:
-    path = tmp_path / "credentials"
-    clock = Ticks()
-    writer = Writer(str(path), 1.0, monotonic=clock)
-    flush_one(writer, "dev", 1)
+    writer, _ = written(tmp_path, 0, 1.0, Ticks())
     writer.add(make_issued("dev", 2, now=NOW), urgent=False)
     assert writer.wait_s() == pytest.approx(1.0)
 
 
 def test_an_urgent_change_cuts_a_spacing_wait_short(tmp_path: Path) -> None:
     """``wait_due`` returns when something urgent arrives, not when the spacing ends."""
-    path = tmp_path / "credentials"
-    big_file(path, 8 * MB)  # a spacing of 8 s
-    writer = Writer(str(path), 0.0)
-    flush_one(writer, "dev", 1)
+    writer, _ = written(tmp_path, 8 * MB, 0.0)  # a spacing of 8 s
     waited = anyio.Event()
 
     async def go() -> None:
@@ -146,11 +142,8 @@ def test_an_urgent_change_cuts_a_spacing_wait_short(tmp_path: Path) -> None:
 
 
 def test_nothing_pending_is_never_spaced(tmp_path: Path) -> None:
-    """A flush asked for with nothing to write (it passes the state file on) waits for nothing."""
-    path = tmp_path / "credentials"
-    big_file(path, 8 * MB)
-    writer = Writer(str(path), 0.0)
-    flush_one(writer, "dev", 1)
+    """With nothing to write, the write loop's wait for the spacing ends at once."""
+    writer, _ = written(tmp_path, 8 * MB, 0.0)
     assert writer.wait_s() > 5  # what a pending ordinary refresh would wait
 
     async def go() -> None:
@@ -162,10 +155,7 @@ def test_nothing_pending_is_never_spaced(tmp_path: Path) -> None:
 
 def test_a_new_delay_spaces_the_next_write(tmp_path: Path) -> None:
     """``set_delay`` (a reload) moves the next write, not only the ones after it."""
-    path = tmp_path / "credentials"
-    clock = Ticks()
-    writer = Writer(str(path), 10.0, monotonic=clock)
-    flush_one(writer, "dev", 1)
+    writer, _ = written(tmp_path, 0, 10.0, Ticks())
     writer.add(make_issued("dev", 2, now=NOW))
     assert writer.wait_s() == pytest.approx(10.0)
     writer.set_delay(0.5)

@@ -119,7 +119,6 @@ class Daemon:
             apply=self._apply_write,
             save=self._save_state,
             settle=self._settle,
-            delay=lambda: self.config.refresh.write_delay,
             state_every=state_every,
             stop_grace=stop_grace,
         )
@@ -405,7 +404,6 @@ class Daemon:
         if self.observer is not None:
             self.observer.failed(role.profile, exc.code)
         self.files.mark()
-        self.writer.want()
 
     def _report_expired(self, now: datetime) -> None:
         for name in self.states.newly_expired(now, self.writer.pending):
@@ -537,6 +535,5 @@ class Daemon:
             )
         )
         self.files.mark()
-        self.writer.want()
         self.wake.set()
         return True

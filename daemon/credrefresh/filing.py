@@ -30,8 +30,8 @@ class Files:
         clock: Wall time for the writes.
         apply: Called with each write's outcome and the time it started.
         save: Saves the state file.
-        settle: Returns when no STS call is in flight (a write waits for it, up to its delay).
-        delay: The current ``write_delay`` (a reload may change it).
+        settle: Returns when no STS call is in flight (a write waits for it, up to the
+            writer's ``write_delay``).
         state_every: Seconds between two state-file saves while running.
         stop_grace: The final write at stop gives up after this.
     """
@@ -44,7 +44,6 @@ class Files:
         apply: Callable[[WriteOutcome, datetime], None],
         save: Callable[[], Awaitable[None]],
         settle: Callable[[], Awaitable[None]],
-        delay: Callable[[], float],
         state_every: float,
         stop_grace: float,
     ) -> None:
@@ -53,7 +52,6 @@ class Files:
         self.apply = apply
         self.save = save
         self.settle = settle
-        self.delay = delay
         self.state_every = state_every
         self.stop_grace = stop_grace
         self.dirty = False  # the state file is behind the role table
@@ -74,7 +72,7 @@ class Files:
         while True:
             await self.writer.wait_wanted()
             # Let refreshes that are about to finish share this write, for at most the delay.
-            with anyio.move_on_after(self.delay()):
+            with anyio.move_on_after(self.writer.delay):
                 await self.settle()
             # Never rewrite the file more than once per delay (per spacing, for a large file,
             # unless something urgent waits); after a failed write, wait out its backoff.
@@ -94,9 +92,10 @@ class Files:
     async def flush(
         self, lock_timeout: float | None = None, *, final: bool = False, save_state: bool = True
     ) -> None:
-        """Write what is pending, then save the state file or leave that to ``state_loop``.
+        """Write what is pending; with ``save_state``, save the state file too.
 
-        ``save_state`` saves it now: before READY=1 and at stop, when no state loop runs.
+        ``save_state`` is for before READY=1 and at stop, when no state loop runs; otherwise
+        ``mark`` has asked ``state_loop`` for the save already.
         """
         async with self.io:
             now = self.clock.now()
@@ -108,12 +107,8 @@ class Files:
             )
             if outcome is not None:
                 self.apply(outcome, now)
-            if not self.dirty:
-                return
-            if save_state:
+            if save_state and self.dirty:
                 await self._save()
-            else:
-                self.state_wanted.set()
 
     async def _save(self) -> None:
         self.dirty = False

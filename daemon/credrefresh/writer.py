@@ -204,10 +204,6 @@ class Writer:
         for name in [n for n in self.pending if n not in profiles]:
             del self.pending[name]
 
-    def want(self) -> None:
-        """Ask for a flush (the state file needs saving, say)."""
-        self.wanted.set()
-
     async def wait_wanted(self) -> None:
         """Until a flush is asked for; then re-arm."""
         await self.wanted.wait()
